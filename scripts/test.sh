@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test: the concurrent packages under the race detector, the rest
+# plainly. SPINDLE_REQUIRE_TOOLS=1 turns "tool missing" skips into failures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SPINDLE_REQUIRE_TOOLS=1
+
+race_pkgs=()
+for p in gateway transport broker api guard bench; do
+	[ -d "$p" ] && race_pkgs+=("./$p/...")
+done
+all=$(go list ./...)
+plain=()
+for pkg in $all; do
+	skip=
+	for p in gateway transport broker api guard bench; do
+		case "$pkg" in */spindle/$p|*/spindle/$p/*) skip=1 ;; esac
+	done
+	[ -z "$skip" ] && plain+=("$pkg")
+done
+
+status=0
+if ((${#race_pkgs[@]})); then
+	go test -race -count=1 -timeout 12m "${race_pkgs[@]}" || status=$?
+fi
+go test -count=1 -timeout 12m "${plain[@]}" || status=$?
+exit $status
