@@ -1,0 +1,409 @@
+// Package config holds the gateway's settings: embedded defaults, a YAML file,
+// SPINDLE_* environment variables and flags, applied in that order.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of `spindle serve`.
+type Config struct {
+	Listen      string `yaml:"listen"`       // client WebSocket and server API address
+	AdminListen string `yaml:"admin_listen"` // health, metrics and pprof address; empty disables
+	APIKey      string `yaml:"api_key"`      // X-API-Key for /api; generated at start when empty
+	LogLevel    string `yaml:"log_level"`    // debug, info, warn, error
+
+	TokenHMACSecret     string `yaml:"token_hmac_secret"`      // HS256 secret for connection and subscription JWTs
+	TokenRSAPublicKey   string `yaml:"token_rsa_public_key"`   // PEM, or a path to a PEM file
+	TokenECDSAPublicKey string `yaml:"token_ecdsa_public_key"` // PEM, or a path to a PEM file
+	TokenAudience       string `yaml:"token_audience"`
+	TokenIssuer         string `yaml:"token_issuer"`
+
+	AllowAnonymousConnect bool     `yaml:"allow_anonymous_connect"` // connect without a token as user ""
+	AllowedOrigins        []string `yaml:"allowed_origins"`         // "*" or patterns like "https://*.example.com"; empty: same origin or no Origin header
+
+	PingInterval   Duration `yaml:"ping_interval"`   // server ping period
+	PongTimeout    Duration `yaml:"pong_timeout"`    // how long a client may take to answer a ping
+	ConnectTimeout Duration `yaml:"connect_timeout"` // how long after the upgrade the connect command may take
+
+	MaxConnections      int      `yaml:"max_connections"`           // 0: derived from RLIMIT_NOFILE
+	MaxMessageSize      int      `yaml:"max_message_size"`          // largest client frame in bytes
+	ClientQueueMaxSize  int      `yaml:"client_queue_max_size"`     // bytes waiting for one client before it is a slow consumer
+	ClientStallTimeout  Duration `yaml:"client_stall_timeout"`      // how long a client's socket may accept no bytes while data waits
+	CommandRate         float64  `yaml:"command_rate"`              // commands per second per connection; 0 disables
+	CommandBurst        int      `yaml:"command_burst"`             // burst allowance for command_rate
+	MaxSubscriptions    int      `yaml:"max_subscriptions"`         // channels one connection may join
+	MaxChannelLength    int      `yaml:"max_channel_length"`        // bytes in a channel name
+	PresenceTTL         Duration `yaml:"presence_ttl"`              // presence entries live this long unless refreshed
+	ShutdownGracePeriod Duration `yaml:"shutdown_grace_period"`     // SIGTERM: time until exit
+	ShutdownReconnect   Duration `yaml:"shutdown_reconnect_window"` // SIGTERM: disconnects are spread over this window
+
+	Channel    ChannelOptions `yaml:"channel"`    // options of channels without a namespace
+	Namespaces []Namespace    `yaml:"namespaces"` // channels "name:rest" take the options of namespace "name"
+}
+
+// ChannelOptions are the per-namespace rules of a channel.
+type ChannelOptions struct {
+	HistorySize                int      `yaml:"history_size"`                  // publications kept; 0 disables history
+	HistoryTTL                 Duration `yaml:"history_ttl"`                   // how long publications are kept
+	Presence                   bool     `yaml:"presence"`                      // track who is subscribed
+	JoinLeave                  bool     `yaml:"join_leave"`                    // send join/leave pushes
+	ForcePushJoinLeave         bool     `yaml:"force_push_join_leave"`         // send them even when a client did not ask
+	AllowPublishForClient      bool     `yaml:"allow_publish_for_client"`      // any connected client may publish
+	AllowPublishForSubscriber  bool     `yaml:"allow_publish_for_subscriber"`  // subscribers may publish
+	AllowSubscribeForAnonymous bool     `yaml:"allow_subscribe_for_anonymous"` // users with an empty ID may subscribe
+	AllowPresenceForSubscriber bool     `yaml:"allow_presence_for_subscriber"`
+	AllowHistoryForSubscriber  bool     `yaml:"allow_history_for_subscriber"`
+	SubscribeTokenRequired     bool     `yaml:"subscribe_token_required"` // subscribe needs a subscription JWT
+	AllowRecovery              bool     `yaml:"allow_recovery"`           // subscribe with recover may return missed publications
+}
+
+// Namespace names a set of channel options.
+type Namespace struct {
+	Name           string `yaml:"name"`
+	ChannelOptions `yaml:",inline"`
+}
+
+// Duration is a time.Duration that reads "25s" style strings from YAML and env.
+type Duration time.Duration
+
+// UnmarshalYAML accepts Go duration strings ("1m30s") and plain seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func parseDuration(s string) (time.Duration, error) {
+	if secs, err := strconv.ParseFloat(s, 64); err == nil {
+		return time.Duration(secs * float64(time.Second)), nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad duration %q: want e.g. 25s, 5m, 1h", s)
+	}
+	return v, nil
+}
+
+// Default returns the embedded defaults: a loopback single node where plain
+// channels keep history (100, 5m) and have presence and join/leave.
+func Default() Config {
+	return Config{
+		Listen:              "127.0.0.1:8000",
+		AdminListen:         "127.0.0.1:9000",
+		LogLevel:            "info",
+		PingInterval:        Duration(25 * time.Second),
+		PongTimeout:         Duration(8 * time.Second),
+		ConnectTimeout:      Duration(10 * time.Second),
+		MaxMessageSize:      64 << 10,
+		ClientQueueMaxSize:  1 << 20,
+		ClientStallTimeout:  Duration(10 * time.Second),
+		CommandRate:         100,
+		CommandBurst:        200,
+		MaxSubscriptions:    128,
+		MaxChannelLength:    255,
+		PresenceTTL:         Duration(60 * time.Second),
+		ShutdownGracePeriod: Duration(30 * time.Second),
+		ShutdownReconnect:   Duration(5 * time.Second),
+		Channel: ChannelOptions{
+			HistorySize:                100,
+			HistoryTTL:                 Duration(5 * time.Minute),
+			Presence:                   true,
+			JoinLeave:                  true,
+			AllowPresenceForSubscriber: true,
+			AllowHistoryForSubscriber:  true,
+			AllowRecovery:              true,
+		},
+	}
+}
+
+// Load reads a YAML file over the defaults (no file when path is empty), then
+// applies SPINDLE_* environment variables, then validates.
+func Load(file string, environ []string) (Config, error) {
+	c := Default()
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return c, fmt.Errorf("config %s: %w", file, err)
+		}
+	}
+	if err := c.applyEnv(environ); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+
+// applyEnv sets top-level scalar fields from SPINDLE_<YAML_KEY> variables,
+// e.g. SPINDLE_API_KEY or SPINDLE_PING_INTERVAL=10s.
+func (c *Config) applyEnv(environ []string) error {
+	fields := c.scalarFields()
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "SPINDLE_") {
+			continue
+		}
+		key := strings.ToLower(strings.TrimPrefix(k, "SPINDLE_"))
+		f, ok := fields[key]
+		if !ok {
+			continue // other SPINDLE_ variables belong to other subcommands
+		}
+		if err := f.set(v); err != nil {
+			return fmt.Errorf("env %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Set assigns one top-level setting by its YAML key, as flags and env do.
+func (c *Config) Set(key, value string) error {
+	f, ok := c.scalarFields()[key]
+	if !ok {
+		return fmt.Errorf("unknown setting %q", key)
+	}
+	if err := f.set(value); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	return nil
+}
+
+type field struct{ v reflect.Value }
+
+func (f field) set(s string) error {
+	switch f.v.Interface().(type) {
+	case Duration:
+		d, err := parseDuration(s)
+		if err != nil {
+			return err
+		}
+		f.v.SetInt(int64(d))
+		return nil
+	case []string:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		f.v.Set(reflect.ValueOf(parts))
+		return nil
+	}
+	switch f.v.Kind() {
+	case reflect.String:
+		f.v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("bad boolean %q", s)
+		}
+		f.v.SetBool(b)
+	case reflect.Int:
+		n, err := parseSize(s)
+		if err != nil {
+			return err
+		}
+		f.v.SetInt(n)
+	case reflect.Float64:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("bad number %q", s)
+		}
+		f.v.SetFloat(x)
+	default:
+		return fmt.Errorf("cannot set from text")
+	}
+	return nil
+}
+
+// parseSize reads integers with optional KiB/MiB suffixes.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad integer %q", s)
+	}
+	return n * mult, nil
+}
+
+func (c *Config) scalarFields() map[string]field {
+	out := map[string]field{}
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		fv := v.Field(i)
+		switch fv.Kind() {
+		case reflect.Struct:
+			continue
+		case reflect.Slice:
+			if _, ok := fv.Interface().([]string); !ok {
+				continue
+			}
+		}
+		out[key] = field{fv}
+	}
+	return out
+}
+
+// Validate reports the first setting that cannot work, naming it.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Listen == "" {
+		bad("listen: must not be empty")
+	}
+	if c.PingInterval.D() <= 0 {
+		bad("ping_interval: must be positive")
+	}
+	if c.PongTimeout.D() <= 0 {
+		bad("pong_timeout: must be positive")
+	}
+	if c.ConnectTimeout.D() <= 0 {
+		bad("connect_timeout: must be positive")
+	}
+	if c.MaxMessageSize < 128 {
+		bad("max_message_size: %d is below 128 bytes", c.MaxMessageSize)
+	}
+	if c.ClientQueueMaxSize < c.MaxMessageSize {
+		bad("client_queue_max_size: %d is smaller than max_message_size %d", c.ClientQueueMaxSize, c.MaxMessageSize)
+	}
+	if c.ClientStallTimeout.D() <= 0 {
+		bad("client_stall_timeout: must be positive")
+	}
+	if c.MaxConnections < 0 {
+		bad("max_connections: must not be negative")
+	}
+	if c.CommandRate < 0 || (c.CommandRate > 0 && c.CommandBurst < 1) {
+		bad("command_rate/command_burst: rate must be ≥ 0 and burst ≥ 1")
+	}
+	if c.MaxSubscriptions < 1 {
+		bad("max_subscriptions: must be at least 1")
+	}
+	if c.ShutdownGracePeriod.D() <= 0 {
+		bad("shutdown_grace_period: must be positive")
+	}
+	if c.ShutdownReconnect.D() < 0 || c.ShutdownReconnect.D() >= c.ShutdownGracePeriod.D() {
+		bad("shutdown_reconnect_window: must be ≥ 0 and shorter than shutdown_grace_period")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := path.Match(o, ""); err != nil {
+			bad("allowed_origins: bad pattern %q", o)
+		}
+	}
+	checkOpts := func(where string, o ChannelOptions) {
+		if o.HistorySize < 0 {
+			bad("%s.history_size: must not be negative", where)
+		}
+		if o.HistorySize > 0 && o.HistoryTTL.D() <= 0 {
+			bad("%s.history_ttl: must be positive when history_size is set", where)
+		}
+	}
+	checkOpts("channel", c.Channel)
+	seen := map[string]bool{}
+	for i, ns := range c.Namespaces {
+		where := fmt.Sprintf("namespaces[%d]", i)
+		if ns.Name == "" || strings.ContainsAny(ns.Name, ":#$ ") {
+			bad("%s.name: %q must be non-empty without ':', '#', '$' or spaces", where, ns.Name)
+		}
+		if seen[ns.Name] {
+			bad("%s.name: %q appears twice", where, ns.Name)
+		}
+		seen[ns.Name] = true
+		checkOpts(where, ns.ChannelOptions)
+	}
+	return errors.Join(errs...)
+}
+
+// ChannelRules finds the options for a channel: its namespace's (the part
+// before the first ':'), or the plain channel options. ok is false for a
+// namespace that is not configured.
+func (c *Config) ChannelRules(channel string) (opts ChannelOptions, ok bool) {
+	ns, _, found := strings.Cut(channel, ":")
+	if !found {
+		return c.Channel, true
+	}
+	for _, n := range c.Namespaces {
+		if n.Name == ns {
+			return n.ChannelOptions, true
+		}
+	}
+	return ChannelOptions{}, false
+}
+
+// FileLimit returns the soft RLIMIT_NOFILE of this process.
+func FileLimit() (uint64, error) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return 0, fmt.Errorf("getrlimit: %w", err)
+	}
+	return r.Cur, nil
+}
+
+// EffectiveMaxConnections returns max_connections, or when it is 0 the file
+// limit less a reserve for listeners, logs and the broker (10% or 100).
+func (c *Config) EffectiveMaxConnections() int {
+	if c.MaxConnections > 0 {
+		return c.MaxConnections
+	}
+	lim, err := FileLimit()
+	if err != nil || lim == 0 || lim > 1<<24 {
+		lim = 1 << 20
+	}
+	reserve := lim / 10
+	if reserve < 100 {
+		reserve = 100
+	}
+	if lim <= reserve {
+		return 1
+	}
+	return int(lim - reserve)
+}
+
+// ReadPEM returns a PEM given inline, or the contents of the file it names.
+func ReadPEM(s string) (string, error) {
+	if s == "" || strings.Contains(s, "-----BEGIN") {
+		return s, nil
+	}
+	data, err := os.ReadFile(s)
+	if err != nil {
+		return "", fmt.Errorf("read public key: %w", err)
+	}
+	return string(data), nil
+}
