@@ -1,0 +1,89 @@
+// Package admin serves the operator's listener: liveness and readiness
+// probes, Prometheus metrics and pprof, on an address apart from clients.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is the admin HTTP listener.
+type Server struct {
+	ready atomic.Bool
+	srv   *http.Server
+	ln    net.Listener
+	mux   *http.ServeMux
+	log   *slog.Logger
+}
+
+// New prepares the admin endpoints; info, when set, is served at /info as JSON.
+func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
+	s := &Server{mux: http.NewServeMux(), log: log}
+	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	s.mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if info != nil {
+		s.mux.HandleFunc("/info", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(info())
+		})
+	}
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Handle adds an endpoint, e.g. the admin web page.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// SetReady flips /readyz.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// Start listens on addr and serves in a goroutine owned by the server.
+func (s *Server) Start(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", addr, err)
+	}
+	s.ln = ln
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the address the admin listener is bound to.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Shutdown stops the listener, waiting for requests in flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("admin shutdown: %w", err)
+	}
+	return nil
+}

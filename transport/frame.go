@@ -1,0 +1,53 @@
+package transport
+
+import "encoding/binary"
+
+// Opcodes of the WebSocket frames the server writes (RFC 6455 §5.2).
+const (
+	OpText   byte = 0x1
+	OpBinary byte = 0x2
+	OpClose  byte = 0x8
+	OpPing   byte = 0x9
+	OpPong   byte = 0xA
+)
+
+// AppendFrame appends one unmasked, final server frame carrying payload to
+// dst. A broadcast builds its frame once and hands the same bytes to every
+// connection.
+func AppendFrame(dst []byte, op byte, payload []byte) []byte {
+	n := len(payload)
+	switch {
+	case n < 126:
+		dst = append(dst, 0x80|op, byte(n))
+	case n <= 0xFFFF:
+		dst = append(dst, 0x80|op, 126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 0x80|op, 127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	return append(dst, payload...)
+}
+
+// FrameSize is the length AppendFrame adds for a payload of n bytes.
+func FrameSize(n int) int {
+	switch {
+	case n < 126:
+		return n + 2
+	case n <= 0xFFFF:
+		return n + 4
+	default:
+		return n + 10
+	}
+}
+
+// CloseFrame returns a close frame with a status code and a reason, the
+// reason cut so the control frame stays within 125 bytes.
+func CloseFrame(code int, reason string) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	p := make([]byte, 2, 2+len(reason))
+	binary.BigEndian.PutUint16(p, uint16(code))
+	p = append(p, reason...)
+	return AppendFrame(make([]byte, 0, 4+len(p)), OpClose, p)
+}
