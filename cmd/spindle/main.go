@@ -29,6 +29,8 @@ var commands = map[string]command{
 	"goroutines": {"analyze, diff and watch goroutine dumps of any Go program", runGoroutines},
 	"bench":      {"load generator for Centrifugo-protocol servers", runBench},
 	"proxy":      {"fault-injecting TCP proxy for tests", runProxy},
+	// The benchmark baseline: the way most Go services build a hub.
+	"baseline-hub": {"the gorilla/websocket hub used as the benchmark baseline", runBaseline},
 }
 
 func main() {
