@@ -159,7 +159,6 @@ func Load(file string, environ []string) (Config, error) {
 	return c, nil
 }
 
-
 // applyEnv sets top-level scalar fields from SPINDLE_<YAML_KEY> variables,
 // e.g. SPINDLE_API_KEY or SPINDLE_PING_INTERVAL=10s.
 func (c *Config) applyEnv(environ []string) error {

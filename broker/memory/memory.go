@@ -1,0 +1,378 @@
+// Package memory is the single-node broker: channel streams, history and
+// presence kept in this process, events delivered synchronously to the
+// local node.
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/spindlehq/spindle/broker"
+)
+
+const (
+	shardCount     = 64
+	idempotencyTTL = 5 * time.Minute
+	minStreamTTL   = time.Hour // a stream with no publication for this long (or its history TTL, if longer) is dropped
+)
+
+// Broker implements broker.Broker and broker.PresenceManager in memory.
+type Broker struct {
+	seed   maphash.Seed
+	shards [shardCount]shard
+	h      broker.EventHandler
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+	now    func() time.Time
+}
+
+type shard struct {
+	mu       sync.Mutex
+	streams  map[string]*stream
+	subs     map[string]struct{}
+	presence map[string]map[string]presenceEntry
+	idem     map[string]idemEntry
+}
+
+type stream struct {
+	epoch   string
+	top     uint64
+	pubs    []*broker.Publication // oldest first, at most the history size
+	expires []time.Time           // per publication
+	touched time.Time
+	ttl     time.Duration
+}
+
+type presenceEntry struct {
+	info    *broker.ClientInfo
+	expires time.Time
+}
+
+type idemEntry struct {
+	sp      broker.StreamPosition
+	expires time.Time
+}
+
+// New returns an empty broker; Start attaches the node's handler.
+func New() *Broker {
+	b := &Broker{seed: maphash.MakeSeed(), stop: make(chan struct{}), now: time.Now}
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.streams = map[string]*stream{}
+		s.subs = map[string]struct{}{}
+		s.presence = map[string]map[string]presenceEntry{}
+		s.idem = map[string]idemEntry{}
+	}
+	return b
+}
+
+func (b *Broker) shard(ch string) *shard {
+	return &b.shards[maphash.String(b.seed, ch)%shardCount]
+}
+
+func newEpoch() string {
+	var x [4]byte
+	_, _ = rand.Read(x[:])
+	return hex.EncodeToString(x[:])
+}
+
+// Start implements broker.Broker; the janitor that expires history and
+// presence runs until ctx ends or Close.
+func (b *Broker) Start(ctx context.Context, h broker.EventHandler) error {
+	b.h = h
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-b.stop:
+				return
+			case <-t.C:
+				b.expire()
+			}
+		}
+	}()
+	return nil
+}
+
+// Close stops the janitor.
+func (b *Broker) Close() error {
+	b.once.Do(func() { close(b.stop) })
+	b.wg.Wait()
+	return nil
+}
+
+// Publish implements broker.Broker. Offset assignment and delivery happen
+// under the channel's shard lock, so handlers see publications in order.
+func (b *Broker) Publish(_ context.Context, ch string, data json.RawMessage, o broker.PublishOptions) (broker.StreamPosition, error) {
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := b.now()
+	if o.IdempotencyKey != "" {
+		if e, ok := s.idem[ch+"\x00"+o.IdempotencyKey]; ok && now.Before(e.expires) {
+			return e.sp, nil
+		}
+	}
+	pub := &broker.Publication{Data: data, Info: o.Info, Tags: o.Tags, Time: now.UnixMilli()}
+	var sp broker.StreamPosition
+	if o.HistorySize > 0 {
+		st := s.stream(ch, now)
+		st.top++
+		pub.Offset = st.top
+		st.pubs = append(st.pubs, pub)
+		st.expires = append(st.expires, now.Add(o.HistoryTTL))
+		if over := len(st.pubs) - o.HistorySize; over > 0 {
+			clear(st.pubs[:over])
+			st.pubs = append(st.pubs[:0], st.pubs[over:]...)
+			st.expires = append(st.expires[:0], st.expires[over:]...)
+		}
+		st.touched = now
+		st.ttl = max(o.HistoryTTL, minStreamTTL)
+		sp = broker.StreamPosition{Offset: st.top, Epoch: st.epoch}
+	}
+	if o.IdempotencyKey != "" {
+		s.idem[ch+"\x00"+o.IdempotencyKey] = idemEntry{sp: sp, expires: now.Add(idempotencyTTL)}
+	}
+	if _, ok := s.subs[ch]; ok && b.h != nil {
+		b.h.HandlePublication(ch, pub, sp)
+	}
+	return sp, nil
+}
+
+// stream returns the channel's stream, creating it with a new epoch. The
+// caller holds s.mu.
+func (s *shard) stream(ch string, now time.Time) *stream {
+	st, ok := s.streams[ch]
+	if !ok {
+		st = &stream{epoch: newEpoch(), touched: now, ttl: minStreamTTL}
+		s.streams[ch] = st
+	}
+	return st
+}
+
+// PublishJoin implements broker.Broker.
+func (b *Broker) PublishJoin(_ context.Context, ch string, info *broker.ClientInfo) error {
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.subs[ch]; ok && b.h != nil {
+		b.h.HandleJoin(ch, info)
+	}
+	return nil
+}
+
+// PublishLeave implements broker.Broker.
+func (b *Broker) PublishLeave(_ context.Context, ch string, info *broker.ClientInfo) error {
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.subs[ch]; ok && b.h != nil {
+		b.h.HandleLeave(ch, info)
+	}
+	return nil
+}
+
+// Subscribe implements broker.Broker.
+func (b *Broker) Subscribe(_ context.Context, ch string) error {
+	s := b.shard(ch)
+	s.mu.Lock()
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+	return nil
+}
+
+// Unsubscribe implements broker.Broker.
+func (b *Broker) Unsubscribe(_ context.Context, ch string) error {
+	s := b.shard(ch)
+	s.mu.Lock()
+	delete(s.subs, ch)
+	s.mu.Unlock()
+	return nil
+}
+
+// Channels implements broker.Broker.
+func (b *Broker) Channels() []string {
+	var out []string
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for ch := range s.subs {
+			out = append(out, ch)
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// History implements broker.Broker.
+func (b *Broker) History(_ context.Context, ch string, f broker.HistoryFilter) ([]*broker.Publication, broker.StreamPosition, error) {
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := b.now()
+	st := s.stream(ch, now)
+	st.dropExpired(now)
+	sp := broker.StreamPosition{Offset: st.top, Epoch: st.epoch}
+	pubs := st.pubs
+	if f.Since != nil {
+		if f.Since.Epoch != st.epoch || f.Since.Offset > st.top {
+			return nil, sp, fmt.Errorf("history %q: %w", ch, broker.ErrUnrecoverablePosition)
+		}
+		oldest := st.top - uint64(len(pubs)) + 1 // offset of pubs[0]
+		if !f.Reverse {
+			if f.Since.Offset+1 < oldest {
+				return nil, sp, fmt.Errorf("history %q: %w", ch, broker.ErrUnrecoverablePosition)
+			}
+			pubs = pubs[f.Since.Offset+1-oldest:]
+		} else {
+			if f.Since.Offset < oldest {
+				pubs = nil
+			} else {
+				pubs = pubs[:f.Since.Offset-oldest]
+			}
+		}
+	}
+	if f.Limit == 0 {
+		return nil, sp, nil
+	}
+	out := make([]*broker.Publication, 0, len(pubs))
+	if f.Reverse {
+		for i := len(pubs) - 1; i >= 0 && (f.Limit < 0 || len(out) < f.Limit); i-- {
+			out = append(out, pubs[i])
+		}
+	} else {
+		for i := 0; i < len(pubs) && (f.Limit < 0 || len(out) < f.Limit); i++ {
+			out = append(out, pubs[i])
+		}
+	}
+	return out, sp, nil
+}
+
+func (st *stream) dropExpired(now time.Time) {
+	n := 0
+	for n < len(st.expires) && !now.Before(st.expires[n]) {
+		n++
+	}
+	if n > 0 {
+		clear(st.pubs[:n])
+		st.pubs = append(st.pubs[:0], st.pubs[n:]...)
+		st.expires = append(st.expires[:0], st.expires[n:]...)
+	}
+}
+
+// RemoveHistory implements broker.Broker.
+func (b *Broker) RemoveHistory(_ context.Context, ch string) error {
+	s := b.shard(ch)
+	s.mu.Lock()
+	delete(s.streams, ch)
+	s.mu.Unlock()
+	return nil
+}
+
+// expire drops expired publications, idle streams, presence and idempotency keys.
+func (b *Broker) expire() {
+	now := b.now()
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for ch, st := range s.streams {
+			st.dropExpired(now)
+			if len(st.pubs) == 0 && now.Sub(st.touched) > st.ttl {
+				delete(s.streams, ch)
+			}
+		}
+		for ch, m := range s.presence {
+			for id, e := range m {
+				if !now.Before(e.expires) {
+					delete(m, id)
+				}
+			}
+			if len(m) == 0 {
+				delete(s.presence, ch)
+			}
+		}
+		for k, e := range s.idem {
+			if !now.Before(e.expires) {
+				delete(s.idem, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// AddPresence implements broker.PresenceManager.
+func (b *Broker) AddPresence(_ context.Context, ch, clientID string, info *broker.ClientInfo, ttl time.Duration) error {
+	if clientID == "" {
+		return errors.New("add presence: empty client id")
+	}
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.presence[ch]
+	if !ok {
+		m = map[string]presenceEntry{}
+		s.presence[ch] = m
+	}
+	m[clientID] = presenceEntry{info: info, expires: b.now().Add(ttl)}
+	return nil
+}
+
+// RemovePresence implements broker.PresenceManager.
+func (b *Broker) RemovePresence(_ context.Context, ch, clientID, _ string) error {
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.presence[ch]; ok {
+		delete(m, clientID)
+		if len(m) == 0 {
+			delete(s.presence, ch)
+		}
+	}
+	return nil
+}
+
+// Presence implements broker.PresenceManager.
+func (b *Broker) Presence(_ context.Context, ch string) (map[string]*broker.ClientInfo, error) {
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := b.now()
+	out := map[string]*broker.ClientInfo{}
+	for id, e := range s.presence[ch] {
+		if now.Before(e.expires) {
+			out[id] = e.info
+		}
+	}
+	return out, nil
+}
+
+// PresenceStats implements broker.PresenceManager.
+func (b *Broker) PresenceStats(_ context.Context, ch string) (broker.PresenceStats, error) {
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := b.now()
+	users := map[string]struct{}{}
+	st := broker.PresenceStats{}
+	for _, e := range s.presence[ch] {
+		if now.Before(e.expires) {
+			st.NumClients++
+			users[e.info.UserID] = struct{}{}
+		}
+	}
+	st.NumUsers = len(users)
+	return st, nil
+}

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/spindlehq/spindle/transport"
+)
+
+// heartbeat tracks pings and liveness of one session, in monotonic nanoseconds.
+type heartbeat struct {
+	lastRecv atomic.Int64
+	pingSent atomic.Int64 // when the unanswered ping went out; 0 when none
+	nextPing atomic.Int64 // 0 until the session is authenticated
+}
+
+func (h *heartbeat) touch() { h.lastRecv.Store(transport.Mono()) }
+func (h *heartbeat) pong()  { h.pingSent.Store(0) }
+
+// start schedules the first ping at a random point between half and one
+// interval, so a reconnect storm does not ping in lockstep.
+func (h *heartbeat) start(interval time.Duration) {
+	half := int64(interval / 2)
+	h.nextPing.Store(transport.Mono() + half + rand.Int64N(half+1))
+}
+
+// heartbeatLoop is the one goroutine that pings every client, enforces pong,
+// connect and expiry deadlines, detects stalled sockets and refreshes
+// presence. A scan costs a few nanoseconds per connection.
+func (n *Node) heartbeatLoop(ctx context.Context) {
+	tick := n.cfg.PingInterval.D() / 5
+	if p := n.cfg.PongTimeout.D() / 4; p < tick {
+		tick = p
+	}
+	tick = min(max(tick, 20*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.scan(ctx)
+		}
+	}
+}
+
+func (n *Node) scan(ctx context.Context) {
+	now := transport.Mono()
+	wall := time.Now().Unix()
+	interval := int64(n.cfg.PingInterval.D())
+	pongTimeout := int64(n.cfg.PongTimeout.D())
+	connectTimeout := int64(n.cfg.ConnectTimeout.D())
+	stall := int64(n.cfg.ClientStallTimeout.D())
+	presenceEvery := int64(n.cfg.PresenceTTL.D() / 3)
+	n.eachSession(func(s *session) {
+		next := s.hb.nextPing.Load()
+		switch {
+		case next == 0:
+			if now-s.openedAt > connectTimeout {
+				n.log.Info("no connect command in time", "client", s.id, "remote", s.conn.RemoteAddr())
+				s.close(DisconnectStale, false)
+			}
+			return
+		case s.conn.Pending() > 0 && now-s.conn.LastProgress() > stall:
+			s.close(DisconnectSlow, true)
+			return
+		}
+		if sent := s.hb.pingSent.Load(); sent != 0 && now-sent > pongTimeout {
+			n.log.Info("no pong in time", "client", s.id)
+			s.close(DisconnectNoPong, false)
+			return
+		}
+		if now >= next {
+			if s.hb.pingSent.Load() == 0 {
+				s.hb.pingSent.Store(now)
+			}
+			s.hb.nextPing.Store(now + interval)
+			s.enqueue(pingFrame)
+		}
+		s.mu.Lock()
+		exp := s.expireAt
+		s.mu.Unlock()
+		if exp > 0 && wall > exp {
+			n.log.Info("connection expired", "client", s.id)
+			s.close(DisconnectExpired, false)
+			return
+		}
+		if presenceEvery > 0 && now-s.lastPresence > presenceEvery {
+			s.lastPresence = now
+			n.refreshPresence(ctx, s)
+		}
+	})
+}
+
+func (n *Node) refreshPresence(ctx context.Context, s *session) {
+	s.mu.Lock()
+	var chans []*subscription
+	for _, sub := range s.subs {
+		if sub.presence {
+			chans = append(chans, sub)
+		}
+	}
+	s.mu.Unlock()
+	for _, sub := range chans {
+		if err := n.presence.AddPresence(ctx, sub.channel, s.id, s.subInfo(sub), n.cfg.PresenceTTL.D()); err != nil {
+			n.log.Warn("refresh presence", "channel", sub.channel, "err", err)
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's Prometheus series, all prefixed spindle_.
+type metrics struct {
+	connections     prometheus.GaugeFunc
+	subscriptions   prometheus.Gauge
+	connectsTotal   prometheus.Counter
+	refused         *prometheus.CounterVec
+	commandsIn      *prometheus.CounterVec
+	commandErrors   *prometheus.CounterVec
+	commandDuration *prometheus.HistogramVec
+	framesOut       prometheus.Counter
+	bytesOut        prometheus.Counter
+	bytesIn         prometheus.Counter
+	published       prometheus.Counter
+	delivered       prometheus.Counter
+	queueDrops      prometheus.Counter
+	slowDisconnects prometheus.Counter
+	disconnects     *prometheus.CounterVec
+	authFailures    *prometheus.CounterVec
+	recoveries      *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "spindle_connections", Help: "Client connections currently open.",
+		}, func() float64 { return float64(n.numClients.Load()) }),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spindle_subscriptions", Help: "Channel subscriptions currently held by clients of this node.",
+		}),
+		connectsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_connections_total", Help: "WebSocket connections accepted.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spindle_connections_refused_total", Help: "Upgrades refused, by reason.",
+		}, []string{"reason"}),
+		commandsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spindle_commands_total", Help: "Client commands received, by method.",
+		}, []string{"method"}),
+		commandErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spindle_command_errors_total", Help: "Client commands answered with an error, by method.",
+		}, []string{"method"}),
+		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spindle_command_duration_seconds", Help: "Time to handle a client command, by method.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"method"}),
+		framesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_messages_out_total", Help: "WebSocket messages written to clients (replies, pushes, pings).",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_bytes_out_total", Help: "Bytes written to clients.",
+		}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_bytes_in_total", Help: "Bytes of client messages received.",
+		}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_publications_total", Help: "Publications received from the broker for local subscribers.",
+		}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_deliveries_total", Help: "Publications handed to client queues.",
+		}),
+		queueDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_queue_drops_total", Help: "Messages dropped because a client queue was full.",
+		}),
+		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_slow_consumer_disconnects_total", Help: "Clients disconnected because they did not read fast enough.",
+		}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spindle_disconnects_total", Help: "Server-initiated disconnects, by close code.",
+		}, []string{"code"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spindle_auth_failures_total", Help: "Connect attempts refused, by reason.",
+		}, []string{"reason"}),
+		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spindle_recoveries_total", Help: "Subscribe requests asking to recover, by outcome.",
+		}, []string{"outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.subscriptions, m.connectsTotal, m.refused, m.commandsIn, m.commandErrors,
+			m.commandDuration, m.framesOut, m.bytesOut, m.bytesIn, m.published, m.delivered, m.queueDrops,
+			m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries)
+	}
+	return m
+}

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+)
+
+// The outbound path. Every byte for a client — replies, pushes, pings and
+// the final close — goes through its session's bounded queue. Enqueueing
+// never blocks; a writer goroutine per shard drains queues, coalescing all
+// frames a session has waiting into one write. A session is pinned to one
+// shard, so its writes stay in order.
+
+// enqueue adds an already framed message. It returns false when the session
+// is closing or when the message would take the queue past its bound; then
+// the session is disconnected as a slow consumer.
+func (s *session) enqueue(frame []byte) bool {
+	s.qmu.Lock()
+	if s.closing != nil {
+		s.qmu.Unlock()
+		return false
+	}
+	if int64(s.qbytes+len(frame))+s.conn.Pending() > int64(s.node.cfg.ClientQueueMaxSize) {
+		s.qmu.Unlock()
+		s.node.metrics.queueDrops.Inc()
+		s.close(DisconnectSlow, true)
+		return false
+	}
+	s.q = append(s.q, frame)
+	s.qbytes += len(frame)
+	schedule := !s.scheduled
+	s.scheduled = true
+	s.qmu.Unlock()
+	if schedule {
+		s.node.writers.schedule(s)
+	}
+	return true
+}
+
+// close asks the writer to disconnect the session with d. With discard the
+// frames still queued are dropped (a slow consumer would not read them);
+// otherwise they are written before the close frame.
+func (s *session) close(d Disconnect, discard bool) {
+	s.qmu.Lock()
+	if s.closing != nil {
+		s.qmu.Unlock()
+		return
+	}
+	s.closing = &d
+	if discard {
+		clear(s.q)
+		s.q, s.qbytes = nil, 0
+	}
+	schedule := !s.scheduled
+	s.scheduled = true
+	s.qmu.Unlock()
+	if schedule {
+		s.node.writers.schedule(s)
+	}
+}
+
+// flush writes what the session has queued in one write, then closes the
+// connection if a disconnect was asked for. Only the session's writer shard
+// calls it.
+func (s *session) flush(buf []byte) []byte {
+	s.qmu.Lock()
+	frames := s.q
+	n := s.qbytes
+	closing := s.closing
+	if cap(frames) <= 8 {
+		s.q = frames[len(frames):] // keep the small backing array, empty
+	} else {
+		s.q = nil
+	}
+	s.qbytes = 0
+	s.scheduled = false
+	s.qmu.Unlock()
+
+	if len(frames) > 0 {
+		var out []byte
+		if len(frames) == 1 {
+			out = frames[0]
+		} else {
+			buf = buf[:0]
+			for _, f := range frames {
+				buf = append(buf, f...)
+			}
+			out = buf
+		}
+		clear(frames)
+		if err := s.conn.Write(out); err != nil {
+			closing = &DisconnectWriteError
+		}
+		s.node.metrics.bytesOut.Add(float64(n))
+		s.node.metrics.framesOut.Add(float64(len(frames)))
+	}
+	if closing != nil {
+		s.finish(*closing)
+	}
+	if cap(buf) > 256<<10 {
+		buf = nil // do not keep a burst-sized buffer forever
+	}
+	return buf
+}
+
+// writers is the pool of goroutines that perform all socket writes.
+type writers struct {
+	shards []*writerShard
+}
+
+type writerShard struct {
+	mu    sync.Mutex
+	ready []*session
+	wake  chan struct{}
+}
+
+func newWriters(n int) *writers {
+	w := &writers{shards: make([]*writerShard, n)}
+	for i := range w.shards {
+		w.shards[i] = &writerShard{wake: make(chan struct{}, 1)}
+	}
+	return w
+}
+
+func (w *writers) schedule(s *session) {
+	sh := w.shards[s.shard%uint32(len(w.shards))]
+	sh.mu.Lock()
+	sh.ready = append(sh.ready, s)
+	sh.mu.Unlock()
+	select {
+	case sh.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run drains one shard until ctx ends, then flushes what is left once.
+func (sh *writerShard) run(ctx context.Context) {
+	var buf []byte
+	var batch []*session
+	for {
+		select {
+		case <-sh.wake:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			sh.mu.Lock()
+			batch, sh.ready = sh.ready, batch[:0]
+			sh.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for i, s := range batch {
+				buf = s.flush(buf)
+				batch[i] = nil
+			}
+		}
+	}
+}

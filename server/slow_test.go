@@ -1,0 +1,80 @@
+package server_test
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spindlehq/spindle/config"
+)
+
+// A client that stops reading must not hold up the others: they keep
+// receiving every publication at full rate while the stuck one is
+// disconnected as a slow consumer and forgotten.
+func TestSlowConsumer(t *testing.T) {
+	srv := startServer(t, func(c *config.Config) {
+		c.ClientQueueMaxSize = 256 << 10
+		c.ClientStallTimeout = config.Duration(time.Second)
+	})
+	const fast = 5
+	var clients []*wsc
+	for i := 0; i < fast; i++ {
+		c := dial(t, srv, nil)
+		c.connect(token(t, fmt.Sprint(i), time.Hour))
+		c.cmd("subscribe", map[string]any{"channel": "firehose"})
+		clients = append(clients, c)
+	}
+	stuck := dial(t, srv, nil)
+	stuck.connect(token(t, "stuck", time.Hour))
+	stuck.cmd("subscribe", map[string]any{"channel": "firehose"})
+	// Stop reading at the TCP level: the kernel buffers fill, then the
+	// server's queue for this client.
+	tcp := stuck.c.UnderlyingConn().(*net.TCPConn)
+	_ = tcp.SetReadBuffer(4096)
+	stuck.c.SetReadDeadline(time.Now()) // the read loop stops
+	<-stuck.done
+
+	const n = 2000
+	payload := strings.Repeat("x", 8000) // 16 MB in all: more than loopback socket buffers hold
+	var wg sync.WaitGroup
+	counts := make([]int, fast)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := uint64(1)
+			for counts[i] < n {
+				p, ok := c.nextPush(10 * time.Second)
+				if !ok {
+					return
+				}
+				if p.Pub != nil {
+					if p.Pub.Offset != want {
+						t.Errorf("client %d: offset %d, want %d", i, p.Pub.Offset, want)
+						return
+					}
+					want++
+					counts[i]++
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		publish(t, srv, "firehose", fmt.Sprintf(`{"i":%d,"p":%q}`, i, payload))
+	}
+	wg.Wait()
+	for i, got := range counts {
+		if got != n {
+			t.Fatalf("fast client %d received %d of %d", i, got, n)
+		}
+	}
+	t.Logf("%d publications to %d fast clients in %v while one client was stuck", n, fast, time.Since(start))
+	waitFor(t, func() bool { return srv.Node.NumClients() == fast })
+	if got := metricValue(t, srv, "spindle_slow_consumer_disconnects_total"); got != 1 {
+		t.Fatalf("slow consumer disconnects = %v, want 1", got)
+	}
+}
