@@ -78,25 +78,43 @@ func (s *session) handleFrame(data []byte) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return
 	}
-	// The decoder does not copy strings; the transport reuses data after we
-	// return, and channel names outlive the call.
+	cmds, err := decodeFrame(data)
+	if err != nil {
+		s.node.log.Info("malformed client frame", "client", s.id, "remote", s.conn.RemoteAddr(), "err", err)
+		s.node.metrics.commandErrors.WithLabelValues("decode").Inc()
+		s.close(DisconnectBadRequest, false)
+		return
+	}
+	for _, cmd := range cmds {
+		if !s.handleCommand(cmd) {
+			return
+		}
+	}
+}
+
+// maxFrameCommands bounds the commands one frame may carry.
+const maxFrameCommands = 100
+
+// decodeFrame splits a client frame into its newline-delimited commands.
+// The frame is copied first: the decoder does not copy strings, the
+// transport reuses data after the handler returns, and channel names live on.
+func decodeFrame(data []byte) ([]*protocol.Command, error) {
 	data = bytes.Clone(data)
 	dec := protocol.NewJSONCommandDecoder(data)
+	var cmds []*protocol.Command
 	for {
 		cmd, err := dec.Decode()
 		if err != nil && !errors.Is(err, io.EOF) {
-			s.node.log.Info("malformed client frame", "client", s.id, "remote", s.conn.RemoteAddr(), "err", err)
-			s.node.metrics.commandErrors.WithLabelValues("decode").Inc()
-			s.close(DisconnectBadRequest, false)
-			return
+			return nil, fmt.Errorf("command %d: %w", len(cmds)+1, err)
 		}
 		if cmd != nil {
-			if !s.handleCommand(cmd) {
-				return
+			cmds = append(cmds, cmd)
+			if len(cmds) > maxFrameCommands {
+				return nil, fmt.Errorf("more than %d commands in one frame", maxFrameCommands)
 			}
 		}
 		if err != nil { // io.EOF: that was the last command
-			return
+			return cmds, nil
 		}
 	}
 }

@@ -67,7 +67,11 @@ func TestBatchFrame(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("channels: %d", code)
 	}
-	chans := field[struct{ Channels map[string]struct{ NumClients int `json:"num_clients"` } }](t, out["result"])
+	chans := field[struct {
+		Channels map[string]struct {
+			NumClients int `json:"num_clients"`
+		}
+	}](t, out["result"])
 	if chans.Channels["a"].NumClients != 1 || chans.Channels["b"].NumClients != 1 {
 		t.Fatalf("channels = %+v", chans)
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // disconnected as a slow consumer and forgotten.
 func TestSlowConsumer(t *testing.T) {
 	srv := startServer(t, func(c *config.Config) {
-		c.ClientQueueMaxSize = 256 << 10
+		c.ClientQueueMaxSize = 2 << 20
 		c.ClientStallTimeout = config.Duration(time.Second)
 	})
 	const fast = 5
@@ -40,13 +41,13 @@ func TestSlowConsumer(t *testing.T) {
 	const n = 2000
 	payload := strings.Repeat("x", 8000) // 16 MB in all: more than loopback socket buffers hold
 	var wg sync.WaitGroup
-	counts := make([]int, fast)
+	counts := make([]atomic.Int64, fast)
 	for i, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			want := uint64(1)
-			for counts[i] < n {
+			for counts[i].Load() < n {
 				p, ok := c.nextPush(10 * time.Second)
 				if !ok {
 					return
@@ -57,7 +58,7 @@ func TestSlowConsumer(t *testing.T) {
 						return
 					}
 					want++
-					counts[i]++
+					counts[i].Add(1)
 				}
 			}
 		}()
@@ -65,10 +66,18 @@ func TestSlowConsumer(t *testing.T) {
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		publish(t, srv, "firehose", fmt.Sprintf(`{"i":%d,"p":%q}`, i, payload))
+		// Keep the fast clients within a window (800 KB each) of the
+		// publisher, however slow this machine is; the stuck one falls
+		// behind by everything.
+		for j := range counts {
+			for int64(i)-counts[j].Load() > 100 && !t.Failed() {
+				time.Sleep(time.Millisecond)
+			}
+		}
 	}
 	wg.Wait()
-	for i, got := range counts {
-		if got != n {
+	for i := range counts {
+		if got := counts[i].Load(); got != n {
 			t.Fatalf("fast client %d received %d of %d", i, got, n)
 		}
 	}
