@@ -2,7 +2,7 @@
 # Packages where concurrency lives run under the race detector.
 .PHONY: test deps vet build bench fuzz run
 
-RACE_PKGS := ./gateway/... ./transport/... ./broker/... ./api/... ./bench/...
+RACE_PKGS := ./gateway/... ./transport/... ./broker/... ./api/... ./server/... ./client/... ./proxy/... ./bench/...
 
 build:
 	go build -o bin/spindle ./cmd/spindle

@@ -5,7 +5,6 @@ package transport
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -149,6 +148,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 			return s.ln, nil
 		},
 	})
+	if raceHooks != nil {
+		raceHooks(s.engine)
+	}
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		ws, ok := nc.Session().(*websocket.Conn)
 		if !ok {
@@ -300,8 +302,8 @@ func (l *drainListener) Close() error {
 	return nil
 }
 
-// ErrClosed is returned by Write on a closed connection.
-var ErrClosed = errors.New("connection closed")
+// raceHooks is set in race builds only, see race.go.
+var raceHooks func(*nbhttp.Engine)
 
 type nbioLogger struct{ l *slog.Logger }
 
