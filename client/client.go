@@ -1,0 +1,302 @@
+// Package client is a Go client for the Centrifugo client protocol v2 with
+// JSON frames. The load generator and the tests use it against Spindle, the
+// baseline hub, or any server speaking that protocol.
+//
+// A Client owns one reader goroutine that answers server pings, completes
+// replies and hands pushes to the callbacks in Config; callbacks run on that
+// goroutine, so they must not block.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/centrifugal/protocol"
+	"github.com/gorilla/websocket"
+)
+
+// Config says where to connect and what to do with pushes.
+type Config struct {
+	URL   string // ws://host:port/connection/websocket
+	Token string // connection JWT; empty for anonymous
+	Name  string // client name sent in connect
+
+	// LocalAddr, if set, is the source IP to dial from (127.0.0.x spreads
+	// connections over more than one address's port range).
+	LocalAddr net.IP
+	Header    http.Header
+
+	// OnPublication is called for every pub push, in arrival order.
+	OnPublication func(channel string, pub *protocol.Publication)
+	// OnPush is called for every other push (join, leave, unsubscribe …).
+	OnPush func(p *protocol.Push)
+
+	// BufferSize sets the WebSocket read and write buffers (default 1024).
+	BufferSize int
+}
+
+// Error is an error reply from the server.
+type Error struct {
+	Code    uint32
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("server error %d: %s", e.Code, e.Message) }
+
+// DisconnectError tells why the server closed the connection.
+type DisconnectError struct {
+	Code   int
+	Reason string
+}
+
+func (e *DisconnectError) Error() string {
+	return fmt.Sprintf("disconnected: %d %s", e.Code, e.Reason)
+}
+
+// ErrClosed is returned by calls on a Client that Close has closed.
+var ErrClosed = errors.New("client closed")
+
+// Client is one connected session. Its methods are safe for concurrent use.
+type Client struct {
+	cfg    Config
+	ws     *websocket.Conn
+	result *protocol.ConnectResult
+
+	wmu sync.Mutex // serialises writes
+
+	mu      sync.Mutex
+	nextID  uint32
+	waiting map[uint32]chan *protocol.Reply
+	err     error // why the connection ended
+	done    chan struct{}
+}
+
+// Dial opens the WebSocket, sends connect and waits for its reply.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	size := cfg.BufferSize
+	if size == 0 {
+		size = 1024
+	}
+	d := websocket.Dialer{ReadBufferSize: size, WriteBufferSize: size, HandshakeTimeout: 10 * time.Second}
+	if cfg.LocalAddr != nil {
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: cfg.LocalAddr}, Control: bindNoPort}
+		d.NetDialContext = nd.DialContext
+	}
+	ws, resp, err := d.DialContext(ctx, cfg.URL, cfg.Header)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial %s: %w (HTTP %d)", cfg.URL, err, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("dial %s: %w", cfg.URL, err)
+	}
+	c := &Client{cfg: cfg, ws: ws, waiting: make(map[uint32]chan *protocol.Reply), done: make(chan struct{})}
+	go c.read()
+	rep, err := c.call(ctx, &protocol.Command{Connect: &protocol.ConnectRequest{Token: cfg.Token, Name: cfg.Name}})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	c.result = rep.Connect
+	return c, nil
+}
+
+// ID is the client id the server assigned.
+func (c *Client) ID() string { return c.result.Client }
+
+// Connected is the server's connect result.
+func (c *Client) Connected() *protocol.ConnectResult { return c.result }
+
+// Done is closed when the connection has ended; Err then tells why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is nil while connected; afterwards a *DisconnectError, ErrClosed or the
+// read error that ended the connection.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close sends a normal close frame and releases the connection.
+func (c *Client) Close() error {
+	c.wmu.Lock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	c.wmu.Unlock()
+	c.finish(ErrClosed)
+	err := c.ws.Close()
+	<-c.done
+	return err
+}
+
+// SubscribeOptions are the optional fields of a subscribe command.
+type SubscribeOptions struct {
+	Token   string
+	Recover bool
+	Offset  uint64
+	Epoch   string
+}
+
+// Subscribe subscribes to channel and returns the server's result, which
+// holds recovered publications when opts.Recover was set.
+func (c *Client) Subscribe(ctx context.Context, channel string, opts SubscribeOptions) (*protocol.SubscribeResult, error) {
+	rep, err := c.call(ctx, &protocol.Command{Subscribe: &protocol.SubscribeRequest{
+		Channel: channel, Token: opts.Token, Recover: opts.Recover, Offset: opts.Offset, Epoch: opts.Epoch,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %q: %w", channel, err)
+	}
+	return rep.Subscribe, nil
+}
+
+// Unsubscribe leaves channel.
+func (c *Client) Unsubscribe(ctx context.Context, channel string) error {
+	if _, err := c.call(ctx, &protocol.Command{Unsubscribe: &protocol.UnsubscribeRequest{Channel: channel}}); err != nil {
+		return fmt.Errorf("unsubscribe %q: %w", channel, err)
+	}
+	return nil
+}
+
+// Publish publishes JSON data to channel from this client.
+func (c *Client) Publish(ctx context.Context, channel string, data []byte) error {
+	if _, err := c.call(ctx, &protocol.Command{Publish: &protocol.PublishRequest{Channel: channel, Data: data}}); err != nil {
+		return fmt.Errorf("publish %q: %w", channel, err)
+	}
+	return nil
+}
+
+// Presence returns the clients subscribed to channel.
+func (c *Client) Presence(ctx context.Context, channel string) (*protocol.PresenceResult, error) {
+	rep, err := c.call(ctx, &protocol.Command{Presence: &protocol.PresenceRequest{Channel: channel}})
+	if err != nil {
+		return nil, fmt.Errorf("presence %q: %w", channel, err)
+	}
+	return rep.Presence, nil
+}
+
+// History returns up to limit publications of channel since the given
+// position (nil for the latest).
+func (c *Client) History(ctx context.Context, channel string, limit int32, since *protocol.StreamPosition) (*protocol.HistoryResult, error) {
+	rep, err := c.call(ctx, &protocol.Command{History: &protocol.HistoryRequest{Channel: channel, Limit: limit, Since: since}})
+	if err != nil {
+		return nil, fmt.Errorf("history %q: %w", channel, err)
+	}
+	return rep.History, nil
+}
+
+// call sends cmd with a fresh id and waits for the matching reply.
+func (c *Client) call(ctx context.Context, cmd *protocol.Command) (*protocol.Reply, error) {
+	ch := make(chan *protocol.Reply, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.nextID++
+	cmd.Id = c.nextID
+	c.waiting[cmd.Id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiting, cmd.Id)
+		c.mu.Unlock()
+	}()
+	frame, err := protocol.NewJSONCommandEncoder().Encode(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	if err := c.write(frame); err != nil {
+		return nil, err
+	}
+	select {
+	case rep := <-ch:
+		if rep.Error != nil {
+			return nil, &Error{Code: rep.Error.Code, Message: rep.Error.Message}
+		}
+		return rep, nil
+	case <-c.done:
+		return nil, c.Err()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Client) write(frame []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// read is the connection's only reader; it ends when the connection does.
+func (c *Client) read() {
+	dec := protocol.NewJSONReplyDecoder(nil)
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				err = &DisconnectError{Code: ce.Code, Reason: ce.Text}
+			}
+			c.finish(err)
+			return
+		}
+		_ = dec.Reset(data)
+		for {
+			rep, err := dec.Decode()
+			if err != nil {
+				break // io.EOF at the end of the frame; a bad frame is dropped
+			}
+			c.handle(rep)
+		}
+	}
+}
+
+func (c *Client) handle(rep *protocol.Reply) {
+	switch {
+	case rep.Id != 0:
+		c.mu.Lock()
+		ch := c.waiting[rep.Id]
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- rep
+		}
+	case rep.Push != nil:
+		p := rep.Push
+		if p.Pub != nil {
+			if c.cfg.OnPublication != nil {
+				c.cfg.OnPublication(p.Channel, p.Pub)
+			}
+			return
+		}
+		if p.Disconnect != nil {
+			c.finish(&DisconnectError{Code: int(p.Disconnect.Code), Reason: p.Disconnect.Reason})
+		}
+		if c.cfg.OnPush != nil {
+			c.cfg.OnPush(p)
+		}
+	default:
+		// An empty reply is the server's ping; an empty command answers it.
+		_ = c.write([]byte("{}"))
+	}
+}
+
+// finish records why the connection ended, once, and wakes every waiter.
+func (c *Client) finish(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.err = err
+	close(c.done)
+}
