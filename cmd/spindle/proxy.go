@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
+
+	"github.com/spindlehq/spindle/proxy"
 )
 
-func runProxy(_ context.Context, _ []string, _, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "spindle proxy: not implemented yet")
-	return 1
+// runProxy runs the fault-injecting TCP proxy; flags and behaviour live in
+// package proxy (proxy.Command) so they are tested there.
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return proxy.Command(ctx, args, stdout, stderr)
 }
