@@ -22,6 +22,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
+	"github.com/spindlehq/spindle/auth"
 	loadclient "github.com/spindlehq/spindle/client"
 )
 
@@ -162,6 +163,8 @@ func (c *wsConn) expect(t *testing.T, want string) {
 }
 
 var connectReply = regexp.MustCompile(`^\{"id":1,"connect":\{"client":"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}","version":"baseline","ping":25,"pong":true\}\}$`)
+
+var anyConnectReply = regexp.MustCompile(`^\{"id":1,"connect":\{"client":"[0-9a-f-]{36}","version":"baseline","ping":[1-9][0-9]*,"pong":true\}\}$`)
 
 func TestConnectSubscribeReceivesAPIPublish(t *testing.T) {
 	s := start(t, Config{APIKey: testKey, TokenHMACSecret: testSecret})
@@ -344,7 +347,7 @@ func TestAPIKey(t *testing.T) {
 func connectAndSubscribe(t *testing.T, c *wsConn, channel string) {
 	t.Helper()
 	c.send(t, `{"id":1,"connect":{}}`, fmt.Sprintf(`{"id":2,"subscribe":{"channel":%q}}`, channel))
-	if got := c.next(t); !connectReply.MatchString(got) {
+	if got := c.next(t); !anyConnectReply.MatchString(got) {
 		t.Fatalf("connect reply %s", got)
 	}
 	c.expect(t, `{"id":2,"subscribe":{}}`)
@@ -539,5 +542,96 @@ func TestPushEncoding(t *testing.T) {
 	var data struct{ A string }
 	if err := json.Unmarshal(rep.Push.Pub.Data, &data); err != nil || data.A != "<b>" {
 		t.Fatalf("data %s: %v", rep.Push.Pub.Data, err)
+	}
+}
+
+// Tokens minted by `spindle token` (auth.MintConnect) are accepted; expired
+// ones and ones signed with "none" or another secret are not.
+func TestVerifyToken(t *testing.T) {
+	good, err := auth.MintConnect(testSecret, auth.ConnectClaims{UserID: "7"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyToken(good, testSecret); err != nil {
+		t.Errorf("spindle token refused: %v", err)
+	}
+	if err := verifyToken(good, "other"); err == nil {
+		t.Error("token accepted with another secret")
+	}
+	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyToken(expired, testSecret); !errors.Is(err, jwt.ErrTokenExpired) {
+		t.Errorf("expired token: %v, want ErrTokenExpired", err)
+	}
+	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "1"}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyToken(none, testSecret); err == nil {
+		t.Error(`alg "none" token accepted`)
+	}
+	if err := verifyToken("", testSecret); err == nil {
+		t.Error("empty token accepted")
+	}
+}
+
+// The server pings with {} every PingInterval; a client that answers stays,
+// one that does not is closed after PingInterval+PongTimeout.
+func TestPingPong(t *testing.T) {
+	s := start(t, Config{PingInterval: 100 * time.Millisecond, PongTimeout: 200 * time.Millisecond})
+	live := dial(t, s.wsURL(), nil)
+	connectAndSubscribe(t, live, "ch")
+	silent := dial(t, s.wsURL(), nil)
+	connectAndSubscribe(t, silent, "ch")
+
+	// silent reads the pings but never answers; it must be closed.
+	silentErr := make(chan error, 1)
+	go func() {
+		_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			_, msg, err := silent.ReadMessage()
+			if err != nil {
+				silentErr <- err
+				return
+			}
+			if string(msg) != "{}" {
+				silentErr <- fmt.Errorf("unexpected message %s", msg)
+				return
+			}
+		}
+	}()
+	pings := 0
+	end := time.Now().Add(700 * time.Millisecond)
+	for time.Now().Before(end) {
+		live.expect(t, `{}`)
+		pings++
+		live.send(t, `{}`)
+	}
+	if pings < 3 {
+		t.Errorf("%d pings in 700ms at a 100ms interval", pings)
+	}
+	select {
+	case err := <-silentErr:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("silent client: %v, want the server to close it", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("silent client still connected")
+	}
+	// The live client is still served.
+	s.publish(t, "ch", `"still here"`)
+	for {
+		if got := live.next(t); got != "{}" {
+			if want := `{"push":{"channel":"ch","pub":{"data":"still here","offset":1}}}`; got != want {
+				t.Fatalf("got %s, want %s", got, want)
+			}
+			break
+		}
+	}
+	if st := s.Stats(); st.Clients != 1 {
+		t.Errorf("stats %+v, want 1 client", st)
 	}
 }

@@ -209,7 +209,7 @@ func (c *client) handleConnect(id uint32, req *protocol.ConnectRequest) error {
 	return c.queue(&protocol.Reply{Id: id, Connect: &protocol.ConnectResult{
 		Client:  c.id,
 		Version: "baseline",
-		Ping:    uint32(c.srv.cfg.PingInterval / time.Second),
+		Ping:    uint32(max(c.srv.cfg.PingInterval/time.Second, 1)), // whole seconds, as Spindle
 		Pong:    true,
 	}})
 }
