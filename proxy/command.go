@@ -41,7 +41,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.StallReads, "stall-reads", false, "stop reading from the upstream (the client becomes a slow consumer)")
 	fs.BoolVar(&f.Blackhole, "blackhole", false, "accept but forward nothing and close nothing")
 	control := fs.String("control", "", "loopback address for the HTTP control API (GET/PUT/PATCH /faults, GET /stats, /conns)")
-	schedFile := fs.String("schedule", "", "file of timed fault changes, lines like \"at 5s latency=100ms\" (see package docs)")
+	schedFile := fs.String("schedule", "", "file of timed fault changes, lines like \"at 5s latency=100ms\" ('go doc ./proxy Schedule')")
 	verbose := fs.Bool("v", false, "log every connection")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

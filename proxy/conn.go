@@ -209,19 +209,15 @@ func (c *conn) sleepUntil(t time.Time) bool {
 }
 
 // read stamps each chunk read from src with the time it is due and queues
-// it on the delay line. Due times never decrease, so jitter cannot reorder.
+// it on the delay line. The writer takes chunks in order, so a chunk whose
+// jittered due time is earlier than the one ahead of it waits for that one:
+// jitter never reorders bytes.
 func (c *conn) read(src *net.TCPConn, line *delayLine, d dir) {
 	defer c.pumps.Done()
 	buf := make([]byte, readBufSize)
-	var last time.Time
 	due := func() time.Time {
 		f, _ := c.p.connFaults(c)
-		t := time.Now().Add(f.delay())
-		if t.Before(last) {
-			t = last
-		}
-		last = t
-		return t
+		return time.Now().Add(f.delay())
 	}
 	for {
 		if !c.waitReadable(d) {

@@ -25,7 +25,8 @@ type Faults struct {
 	// connection; 0 means unlimited.
 	Bandwidth int64
 	// Drop is the share (0 to 1) of new connections that are reset as soon
-	// as they are accepted, before any byte reaches the upstream.
+	// as they are accepted, before any byte reaches the upstream. It has no
+	// effect on connections already open.
 	Drop float64
 	// ResetAfter resets (RST, SO_LINGER 0) both sides of each connection
 	// once it is this old; 0 disables it.
@@ -37,6 +38,7 @@ type Faults struct {
 	// Blackhole forwards nothing in either direction and closes nothing,
 	// like a network partition: new connections are accepted but not
 	// dialed upstream, and bytes wait (unread) until the blackhole lifts.
+	// ResetAfter still applies.
 	Blackhole bool
 }
 

@@ -1,11 +1,3 @@
-// Package proxy is a fault-injecting TCP proxy for failure tests: it sits
-// between clients and a server on loopback and adds latency and jitter,
-// caps bandwidth, drops and resets connections, stalls reads to make slow
-// consumers, and blackholes traffic. Faults change at runtime, for every
-// connection or for a single one, by API, HTTP control endpoint or schedule.
-//
-// Latency is a delay line: each chunk is stamped when it is read and
-// written out when due, so added latency does not cap throughput.
 package proxy
 
 import (
@@ -68,8 +60,8 @@ type Stats struct {
 type ConnInfo struct {
 	// ID identifies the connection for SetConnFaults.
 	ID uint64 `json:"id"`
-	// Client is the client's address as the proxy sees it, which is the
-	// client socket's local address.
+	// Client is the client's address: what the client's own
+	// net.Conn.LocalAddr reports.
 	Client string `json:"client"`
 	// Started is when the connection was accepted.
 	Started time.Time `json:"started"`
