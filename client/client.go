@@ -35,6 +35,9 @@ type Config struct {
 	OnPublication func(channel string, pub *protocol.Publication)
 	// OnPush is called for every other push (join, leave, unsubscribe …).
 	OnPush func(p *protocol.Push)
+	// OnClose is called once, from the reader, when the connection has
+	// ended; err is what Err returns.
+	OnClose func(err error)
 
 	// BufferSize sets the WebSocket read and write buffers (default 1024).
 	BufferSize int
@@ -74,6 +77,7 @@ type Client struct {
 	waiting map[uint32]chan *protocol.Reply
 	err     error // why the connection ended
 	done    chan struct{}
+	exited  chan struct{} // closed when the reader has returned
 }
 
 // Dial opens the WebSocket, sends connect and waits for its reply.
@@ -94,7 +98,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("dial %s: %w", cfg.URL, err)
 	}
-	c := &Client{cfg: cfg, ws: ws, waiting: make(map[uint32]chan *protocol.Reply), done: make(chan struct{})}
+	c := &Client{cfg: cfg, ws: ws, waiting: make(map[uint32]chan *protocol.Reply), done: make(chan struct{}), exited: make(chan struct{})}
 	go c.read()
 	rep, err := c.call(ctx, &protocol.Command{Connect: &protocol.ConnectRequest{Token: cfg.Token, Name: cfg.Name}})
 	if err != nil {
@@ -122,7 +126,8 @@ func (c *Client) Err() error {
 	return c.err
 }
 
-// Close sends a normal close frame and releases the connection.
+// Close sends a normal close frame, releases the connection and returns
+// once no callback is running or will run.
 func (c *Client) Close() error {
 	c.wmu.Lock()
 	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
@@ -130,7 +135,7 @@ func (c *Client) Close() error {
 	c.wmu.Unlock()
 	c.finish(ErrClosed)
 	err := c.ws.Close()
-	<-c.done
+	<-c.exited
 	return err
 }
 
@@ -239,6 +244,7 @@ func (c *Client) write(frame []byte) error {
 
 // read is the connection's only reader; it ends when the connection does.
 func (c *Client) read() {
+	defer close(c.exited)
 	dec := protocol.NewJSONReplyDecoder(nil)
 	for {
 		_, data, err := c.ws.ReadMessage()
@@ -248,6 +254,9 @@ func (c *Client) read() {
 				err = &DisconnectError{Code: ce.Code, Reason: ce.Text}
 			}
 			c.finish(err)
+			if c.cfg.OnClose != nil {
+				c.cfg.OnClose(c.Err())
+			}
 			return
 		}
 		_ = dec.Reset(data)

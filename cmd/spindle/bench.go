@@ -2,11 +2,154 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/spindlehq/spindle/bench"
 )
 
-func runBench(_ context.Context, _ []string, _, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "spindle bench: not implemented yet")
-	return 1
+// runBench dispatches `spindle bench run|compare` (and the hidden `worker`
+// that run starts as child processes).
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: spindle bench run SCENARIO.yaml [flags] | spindle bench compare A.json B.json")
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return benchRun(ctx, args[1:], stdout, stderr)
+	case "compare":
+		return benchCompare(args[1:], stdout, stderr)
+	case "worker":
+		if err := bench.RunWorker(ctx, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintf(stderr, "spindle bench worker: %v\n", err)
+			return 1
+		}
+		return 0
+	default:
+		fmt.Fprintf(stderr, "spindle bench: unknown subcommand %q (want run or compare)\n", args[0])
+		return 2
+	}
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments (`run SCENARIO.yaml --duration 10s`).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "", "WebSocket URL(s), comma-separated (overrides the scenario)")
+	api := fs.String("api", "", "server API base URL, e.g. http://127.0.0.1:8000/api")
+	apiKey := fs.String("api-key", "", "server API key")
+	secret := fs.String("hmac-secret", "", "HMAC secret to mint one token per connection")
+	token := fs.String("token", "", "static connection token")
+	duration := fs.Duration("duration", 0, "cut the stages to this length")
+	workers := fs.Int("workers", 0, "worker processes (overrides the scenario)")
+	out := fs.String("out", "", "write the result JSON here")
+	html := fs.String("html", "", "write an HTML report here")
+	serverPID := fs.Int("server-pid", 0, "sample this local server process's RSS")
+	metrics := fs.String("metrics-listen", "", "serve Prometheus metrics of the run here, e.g. 127.0.0.1:9400")
+	quiet := fs.Bool("quiet", false, "no per-second progress")
+	inProcess := fs.Bool("in-process", false, "run workers as goroutines instead of processes")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "spindle bench run: want exactly one SCENARIO.yaml")
+		return 2
+	}
+	sc, err := bench.LoadScenario(pos[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+		return 2
+	}
+	if *url != "" {
+		sc.URLs = strings.Split(*url, ",")
+	}
+	for _, o := range []struct{ flag, field *string }{{api, &sc.API}, {apiKey, &sc.APIKey}, {secret, &sc.HMACSecret}, {token, &sc.Token}} {
+		if *o.flag != "" {
+			*o.field = *o.flag
+		}
+	}
+	if *workers > 0 {
+		sc.Workers = *workers
+	}
+	if *duration > 0 {
+		sc.Truncate(*duration)
+	}
+	if err := sc.Validate(); err != nil {
+		fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+		return 2
+	}
+	opt := bench.Options{ServerPID: *serverPID, MetricsListen: *metrics}
+	if !*quiet {
+		opt.Progress = stderr
+	}
+	if !*inProcess {
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+			return 1
+		}
+		opt.WorkerCommand = func(int) *exec.Cmd { return exec.Command(self, "bench", "worker") }
+	}
+	fmt.Fprintf(stderr, "bench %q: %d stages, %v, up to %.0f connections over %d workers\n",
+		sc.Name, len(sc.Stages), sc.Duration().Round(time.Millisecond), sc.MaxConnections(), sc.Workers)
+	res, err := bench.Run(ctx, sc, opt)
+	if err != nil {
+		fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+		return 1
+	}
+	res.WriteText(stdout)
+	if *out != "" {
+		if err := res.WriteJSON(*out); err != nil {
+			fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+			return 1
+		}
+	}
+	if *html != "" {
+		if err := res.WriteHTMLFile(*html); err != nil {
+			fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func benchCompare(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintln(stderr, "usage: spindle bench compare A.json B.json")
+		return 2
+	}
+	a, err := bench.ReadResult(args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "spindle bench compare: %v\n", err)
+		return 1
+	}
+	b, err := bench.ReadResult(args[1])
+	if err != nil {
+		fmt.Fprintf(stderr, "spindle bench compare: %v\n", err)
+		return 1
+	}
+	bench.Compare(stdout, args[0], a, args[1], b)
+	return 0
 }

@@ -1,0 +1,235 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spindlehq/spindle/auth"
+	"github.com/spindlehq/spindle/client"
+)
+
+// publisher publishes on the scenario's schedule. Each channel belongs to
+// one sender goroutine, so a channel's publications leave in sequence order;
+// every payload carries its intended send time, so a publisher that falls
+// behind shows up as latency rather than hiding it.
+type publisher struct {
+	sc      *Scenario
+	http    *http.Client
+	clients []*client.Client // publish_via: client
+	queues  []chan pubJob
+
+	mu        sync.Mutex
+	starts    [][]int64
+	failed    [][]uint64
+	published uint64
+	nFailed   uint64
+	errors    map[string]uint64
+	first     time.Time
+	last      time.Time
+	perSec    map[int]uint64
+	start     time.Time
+}
+
+type pubJob struct {
+	channel  int
+	seq      uint64
+	intended time.Time
+}
+
+type pubStats struct {
+	published, failed uint64
+	errors            map[string]uint64
+	first, last       time.Time
+	perSecond         func(sec int) uint64
+}
+
+func newPublisher(ctx context.Context, sc *Scenario) (*publisher, error) {
+	senders := min(sc.Channels, 32)
+	p := &publisher{
+		sc:     sc,
+		starts: make([][]int64, sc.Channels), failed: make([][]uint64, sc.Channels),
+		errors: map[string]uint64{}, perSec: map[int]uint64{},
+		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: senders}},
+	}
+	if sc.PublishVia == "client" && sc.MaxRate() > 0 {
+		for i := range senders {
+			cfg := client.Config{URL: sc.URLs[i%len(sc.URLs)], Token: sc.Token}
+			if sc.HMACSecret != "" {
+				tok, err := auth.MintConnect(sc.HMACSecret, auth.ConnectClaims{UserID: fmt.Sprintf("bench-publisher-%d", i)}, 24*time.Hour)
+				if err != nil {
+					return nil, fmt.Errorf("publisher token: %w", err)
+				}
+				cfg.Token = tok
+			}
+			c, err := client.Dial(ctx, cfg)
+			if err != nil {
+				p.close()
+				return nil, fmt.Errorf("publisher %d: %w", i, err)
+			}
+			p.clients = append(p.clients, c)
+			// Namespaces may let only subscribers publish.
+			for ch := i; ch < sc.Channels; ch += senders {
+				if _, err := c.Subscribe(ctx, sc.Channel(ch), client.SubscribeOptions{}); err != nil {
+					p.close()
+					return nil, fmt.Errorf("publisher %d: %w", i, err)
+				}
+			}
+		}
+	}
+	for range senders {
+		p.queues = append(p.queues, make(chan pubJob, 4096))
+	}
+	return p, nil
+}
+
+// run publishes until the stages end and returns the publish log.
+func (p *publisher) run(ctx context.Context, start time.Time) *publishLog {
+	p.start = start
+	var wg sync.WaitGroup
+	for i, q := range p.queues {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.send(ctx, i, q) }()
+	}
+	seqs := make([]uint64, p.sc.Channels)
+	next := start
+	for k := 0; ; {
+		_, rate, ok := p.sc.at(next.Sub(start))
+		if !ok {
+			break
+		}
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if rate <= 0 {
+			next = next.Add(10 * time.Millisecond)
+			continue
+		}
+		ch := k % p.sc.Channels
+		seqs[ch]++
+		p.queues[ch%len(p.queues)] <- pubJob{channel: ch, seq: seqs[ch], intended: next}
+		k++
+		next = next.Add(time.Duration(float64(time.Second) / rate))
+	}
+	for _, q := range p.queues {
+		close(q)
+	}
+	wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return &publishLog{Starts: p.starts, Failed: p.failed}
+}
+
+func (p *publisher) send(ctx context.Context, i int, q <-chan pubJob) {
+	buf := make([]byte, 0, p.sc.MessageSize)
+	for j := range q {
+		buf = appendPayload(buf[:0], j.seq, j.intended.UnixNano(), p.sc.MessageSize)
+		now := time.Now()
+		p.mu.Lock()
+		p.starts[j.channel] = append(p.starts[j.channel], now.UnixNano())
+		p.mu.Unlock()
+		var err error
+		if p.clients != nil {
+			err = p.clients[i].Publish(ctx, p.sc.Channel(j.channel), buf)
+		} else {
+			err = p.apiPublish(ctx, p.sc.Channel(j.channel), buf)
+		}
+		p.mu.Lock()
+		if p.first.IsZero() {
+			p.first = now
+		}
+		p.last = time.Now()
+		if err != nil {
+			p.nFailed++
+			p.failed[j.channel] = append(p.failed[j.channel], j.seq)
+			p.errors[publishErrorKind(err)]++
+		} else {
+			p.published++
+			p.perSec[int(now.Sub(p.start)/time.Second)+1]++
+		}
+		p.mu.Unlock()
+	}
+}
+
+func publishErrorKind(err error) string {
+	var se *client.Error
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("publish_error_%d", se.Code)
+	case errors.Is(err, context.DeadlineExceeded), strings.Contains(err.Error(), "Timeout"):
+		return "publish_timeout"
+	default:
+		return "publish_failed"
+	}
+}
+
+// apiPublish publishes through the server API, as a backend would.
+func (p *publisher) apiPublish(ctx context.Context, channel string, data []byte) error {
+	body, err := json.Marshal(struct {
+		Channel string          `json:"channel"`
+		Data    json.RawMessage `json:"data"`
+	}{channel, data})
+	if err != nil {
+		return fmt.Errorf("publish %q: %w", channel, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(p.sc.API, "/")+"/publish", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("publish %q: %w", channel, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-API-Key", p.sc.APIKey)
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("publish %q: %w", channel, err)
+	}
+	defer resp.Body.Close()
+	var reply struct {
+		Error *struct {
+			Code    uint32 `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("publish %q: HTTP %d: %s", channel, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	if err := json.Unmarshal(b, &reply); err != nil {
+		return fmt.Errorf("publish %q: bad reply: %w", channel, err)
+	}
+	if reply.Error != nil {
+		return &client.Error{Code: reply.Error.Code, Message: reply.Error.Message}
+	}
+	return nil
+}
+
+func (p *publisher) perSecond(sec int) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.perSec[sec]
+}
+
+func (p *publisher) stats() pubStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return pubStats{published: p.published, failed: p.nFailed, errors: p.errors, first: p.first, last: p.last, perSecond: p.perSecond}
+}
+
+func (p *publisher) close() {
+	for _, c := range p.clients {
+		c.Close()
+	}
+	p.http.CloseIdleConnections()
+}

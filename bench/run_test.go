@@ -1,0 +1,161 @@
+package bench_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/spindlehq/spindle/bench"
+	"github.com/spindlehq/spindle/config"
+	"github.com/spindlehq/spindle/server"
+)
+
+func startServer(t *testing.T, mod func(*config.Config)) *server.Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.APIKey, cfg.TokenHMACSecret = "key", "secret"
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := server.Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func scenario(t *testing.T, srv *server.Server, yaml string) *bench.Scenario {
+	t.Helper()
+	sc, err := bench.ParseScenario([]byte(fmt.Sprintf(`
+urls: [%s]
+api: %s
+api_key: key
+hmac_secret: secret
+`, srv.WebSocketURL(), srv.APIURL()) + yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+// Every publication reaches every subscriber once and in order, through the
+// server API and through clients, while connections ramp up and spread over
+// two workers and two source addresses.
+func TestRunDeliversEverythingOnce(t *testing.T) {
+	for _, via := range []string{"api", "client"} {
+		t.Run(via, func(t *testing.T) {
+			srv := startServer(t, func(c *config.Config) { c.Channel.AllowPublishForSubscriber = true })
+			sc := scenario(t, srv, `
+channels: 3
+publish_via: `+via+`
+workers: 2
+source_addresses: [127.0.0.1, 127.0.0.2]
+connect_rate: 200
+stages:
+  - duration: 1s
+    connections: {shape: ramp, from: 0, to: 60}
+    publish_rate: {shape: flat, to: 30}
+  - duration: 2s
+    connections: {shape: flat, to: 60}
+    publish_rate: {shape: ramp, from: 30, to: 90}
+drain: 1s
+`)
+			res, err := bench.Run(context.Background(), sc, bench.Options{Progress: os.Stderr, ServerPID: os.Getpid()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.WriteText(os.Stderr)
+			if res.Connections.Established != 60 || res.Connections.Failed != 0 {
+				t.Errorf("connections %+v, want 60 established", res.Connections)
+			}
+			if res.Published < 100 || res.PublishFailed != 0 {
+				t.Errorf("published %d (failed %d), want ≥ 100", res.Published, res.PublishFailed)
+			}
+			if res.ExpectedDeliveries == 0 || res.Delivered != res.ExpectedDeliveries || res.Missing != 0 || res.Duplicates != 0 || res.OutOfOrder != 0 {
+				t.Errorf("delivered %d of %d expected, missing %d, dup %d, ooo %d", res.Delivered, res.ExpectedDeliveries, res.Missing, res.Duplicates, res.OutOfOrder)
+			}
+			// Subscribers that were there from the start got a third of everything.
+			if res.ExpectedDeliveries < res.Published*60/3/2 {
+				t.Errorf("expected deliveries %d implausibly low for %d publications", res.ExpectedDeliveries, res.Published)
+			}
+			if res.Latency.Count != res.Delivered || res.Latency.P99 <= 0 || res.Connect.Count != 60 {
+				t.Errorf("histograms: latency %+v connect %+v", res.Latency, res.Connect)
+			}
+			if len(res.Timeline) < 3 || res.Server == nil || res.Server.RSSAtPeakBytes == 0 {
+				t.Errorf("timeline %d seconds, server %+v", len(res.Timeline), res.Server)
+			}
+			if len(res.Errors) != 0 || len(res.Disconnects) != 0 {
+				t.Errorf("errors %v disconnects %v", res.Errors, res.Disconnects)
+			}
+		})
+	}
+}
+
+// A server that refuses publications and tokens shows it as errors by kind,
+// not as missing deliveries.
+func TestRunCountsErrors(t *testing.T) {
+	srv := startServer(t, nil) // clients may not publish by default
+	sc := scenario(t, srv, `
+publish_via: client
+stages:
+  - duration: 1s
+    connections: {to: 5}
+    publish_rate: {to: 20}
+drain: 200ms
+`)
+	res, err := bench.Run(context.Background(), sc, bench.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 0 || res.PublishFailed < 10 || res.Errors["publish_error_103"] != res.PublishFailed {
+		t.Errorf("published %d, failed %d, errors %v; want every publish refused with 103", res.Published, res.PublishFailed, res.Errors)
+	}
+	if res.Missing != 0 || res.ExpectedDeliveries != 0 {
+		t.Errorf("refused publications counted as missing: %d of %d", res.Missing, res.ExpectedDeliveries)
+	}
+
+	sc = scenario(t, srv, `
+stages:
+  - duration: 500ms
+    connections: {to: 5}
+drain: 100ms
+`)
+	sc.HMACSecret = "wrong"
+	res, err = bench.Run(context.Background(), sc, bench.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connections.Established != 0 || res.Connections.Failed < 5 || res.Errors["connect_disconnect_3500"] != res.Connections.Failed {
+		t.Errorf("connections %+v errors %v; want every connect refused with 3500", res.Connections, res.Errors)
+	}
+}
+
+func TestScenarioValidation(t *testing.T) {
+	for _, bad := range []string{
+		"stages: []",
+		"urls: [ws://x]\nstages: [{duration: 1s, connections: {shape: wobble}}]",
+		"urls: [ws://x]\nworkers: 1\nstages: [{duration: 1s, connections: {to: 50000}}]",
+		"urls: [ws://x]\nsource_addresses: [10.0.0.1]\nstages: [{duration: 1s}]",
+		"urls: [ws://x]\nmessage_size: 10\nstages: [{duration: 1s}]",
+		"urls: [ws://x]\nstages: [{duration: 1s, publish_rate: {to: 5}}]",
+		"urls: [ws://x]\nbogus: 1\nstages: [{duration: 1s}]",
+	} {
+		if _, err := bench.ParseScenario([]byte(bad)); err == nil {
+			t.Errorf("accepted:\n%s", bad)
+		}
+	}
+	sc, err := bench.ParseScenario([]byte("urls: [ws://x]\nstages: [{duration: 10s, connections: {shape: ramp, from: 0, to: 100}}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Truncate(5 * time.Second)
+	if sc.Duration() != 5*time.Second || sc.MaxConnections() != 50 {
+		t.Errorf("truncated ramp: %v, max %v; want 5s and 50", sc.Duration(), sc.MaxConnections())
+	}
+}
