@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/centrifugal/protocol"
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/centrifugal/protocol"
 
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/client"
