@@ -68,6 +68,8 @@ type ChannelOptions struct {
 	AllowHistoryForSubscriber  bool     `yaml:"allow_history_for_subscriber"`
 	SubscribeTokenRequired     bool     `yaml:"subscribe_token_required"` // subscribe needs a subscription JWT
 	AllowRecovery              bool     `yaml:"allow_recovery"`           // subscribe with recover may return missed publications
+	ForceRecovery              bool     `yaml:"force_recovery"`           // every subscription is recoverable, asked or not
+	ForcePositioning           bool     `yaml:"force_positioning"`        // every subscription gets its stream position
 }
 
 // Namespace names a set of channel options.

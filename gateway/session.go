@@ -475,8 +475,15 @@ func (s *session) prepareSubscribe(ctx context.Context, ch string, rules config.
 	}
 	if rules.HistorySize > 0 {
 		res := p.result
-		res.Positioned = true
-		res.Recoverable = rules.AllowRecovery
+		// As in Centrifugo, a subscription is recoverable or positioned only
+		// when the client asks (or the namespace forces it); otherwise an SDK
+		// would recover on reconnect what the app never asked for. The
+		// stream top is read either way: it dedupes the held live stream.
+		recoverable := rules.AllowRecovery && (req.Recoverable || req.Recover || rules.ForceRecovery)
+		if recoverable || req.Positioned || rules.ForcePositioning {
+			res.Positioned = true
+			res.Recoverable = recoverable
+		}
 		filter := broker.HistoryFilter{Limit: 0}
 		recovering := req.Recover && rules.AllowRecovery
 		if recovering {
@@ -499,7 +506,9 @@ func (s *session) prepareSubscribe(ctx context.Context, ch string, rules config.
 				res.Publications = append(res.Publications, toProtoPub(pub))
 			}
 		}
-		res.Epoch, res.Offset = sp.Epoch, sp.Offset
+		if res.Positioned {
+			res.Epoch, res.Offset = sp.Epoch, sp.Offset
+		}
 		p.top = sp.Offset
 	}
 	return p, nil

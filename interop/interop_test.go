@@ -1,10 +1,6 @@
 // Package interop_test runs the official Centrifugo JS SDK (npm "centrifuge")
 // against a real gateway: sdk.test.mjs holds the cases, this test starts the
 // server and runs them with `node --test`.
-//
-// Cases marked KNOWN_BUG in sdk.test.mjs reproduce gateway deviations from
-// Centrifugo; they print as TODO and do not fail this test unless
-// SPINDLE_INTEROP_STRICT=1 (passed through to node) is set.
 package interop_test
 
 import (

@@ -113,12 +113,6 @@ function collect(emitter, event) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// KNOWN_BUG marks cases that show the gateway answering differently from
-// Centrifugo. They run and print their failure as TODO without failing the
-// run until the gateway is fixed; SPINDLE_INTEROP_STRICT=1 makes them count
-// (and shows whether a fix landed: then drop the mark).
-const KNOWN_BUG = (why) => (process.env.SPINDLE_INTEROP_STRICT === '1' ? false : `KNOWN GATEWAY BUG: ${why}`);
-
 const clients = [];
 
 // newClient makes an SDK client the way an app would in Node, with short
@@ -392,7 +386,7 @@ test('7. client publish to a namespace that forbids it fails with 103', CASE, as
 
 test(
   '8. a subscription that did not ask for recovery is not made recoverable',
-  { ...CASE, todo: KNOWN_BUG('subscribe without recoverable/positioned is answered recoverable+positioned (Centrifugo: only with force_recovery/force_positioning)') },
+  CASE,
   async () => {
     // Centrifugo (internal/client/handler.go OnSubscribe) enables recovery
     // only with force_recovery, or when the subscribe request says

@@ -35,9 +35,15 @@ func TestConnectSubscribeReceive(t *testing.T) {
 	if res.Client == "" || res.Ping != 25 || !res.Pong || !res.Expires {
 		t.Fatalf("connect result = %+v", res)
 	}
-	sr := field[subResult](t, c.cmd("subscribe", map[string]any{"channel": "news"})["subscribe"])
+	// A plain subscription is neither recoverable nor positioned (as in
+	// Centrifugo): SDKs would otherwise recover what the app never asked for.
+	sr := field[subResult](t, c.cmd("subscribe", map[string]any{"channel": "other"})["subscribe"])
+	if sr.Recoverable || sr.Positioned || sr.Epoch != "" {
+		t.Fatalf("plain subscribe result = %+v", sr)
+	}
+	sr = field[subResult](t, c.cmd("subscribe", map[string]any{"channel": "news", "recoverable": true})["subscribe"])
 	if !sr.Recoverable || !sr.Positioned || sr.Epoch == "" || sr.Offset != 0 {
-		t.Fatalf("subscribe result = %+v", sr)
+		t.Fatalf("recoverable subscribe result = %+v", sr)
 	}
 	for i := 1; i <= 3; i++ {
 		publish(t, srv, "news", fmt.Sprintf(`{"n":%d}`, i))
