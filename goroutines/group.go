@@ -1,0 +1,587 @@
+package goroutines
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"hash/maphash"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// GroupMode says which goroutines fall into one group.
+type GroupMode int
+
+const (
+	// Loose groups goroutines with the same state, functions, files and lines,
+	// ignoring argument values and +0x offsets.
+	Loose GroupMode = iota
+	// Exact also requires equal argument values, offsets and elided-frame counts.
+	Exact
+)
+
+// String returns "loose" or "exact".
+func (m GroupMode) String() string {
+	if m == Exact {
+		return "exact"
+	}
+	return "loose"
+}
+
+// Describe explains the mode in one sentence, for reports.
+func (m GroupMode) Describe() string {
+	if m == Exact {
+		return "exact: same state, functions, files, lines, argument values and offsets"
+	}
+	return "loose: same state, functions, files and lines; argument values and +0x offsets ignored"
+}
+
+// ParseGroupMode accepts "loose" or "exact".
+func ParseGroupMode(s string) (GroupMode, error) {
+	switch s {
+	case "loose", "":
+		return Loose, nil
+	case "exact":
+		return Exact, nil
+	}
+	return Loose, fmt.Errorf("unknown grouping %q (want loose or exact)", s)
+}
+
+// Options configure an [Analyzer].
+type Options struct {
+	Mode GroupMode // Loose by default
+}
+
+// WaitBuckets are the upper bounds (exclusive, in minutes) of the wait
+// distribution reported per group; the last bucket is open-ended.
+var WaitBuckets = []struct {
+	Label string
+	Below int
+}{{"<1m", 1}, {"1-4m", 5}, {"5-14m", 15}, {"15-59m", 60}, {"1-5h", 360}, {">=6h", 1 << 62}}
+
+const (
+	maxLabelSets  = 20 // distinct label sets counted per group
+	maxSampleIDs  = 5  // goroutine ids remembered per group
+	maxCreatorIDs = 16 // distinct creator ids remembered per group
+)
+
+type agg struct {
+	state     string
+	inferred  bool
+	leakedKey bool
+	frames    []Frame
+	createdBy Frame
+	elided    int
+	first     int // input line of the first member
+
+	count, leaked, locked int
+	waitMin, waitMax      int
+	buckets               [6]int
+	labels                map[string]int
+	labelOther            int
+	ids                   []int64
+	creators              map[int64]int
+}
+
+type idGroup struct {
+	id    int64
+	group int32
+}
+
+// Analyzer folds goroutines into groups. Memory grows with the number of
+// distinct groups (plus 16 bytes per goroutine to find creators' groups),
+// not with the size of a group.
+type Analyzer struct {
+	mode   GroupMode
+	seed   maphash.Seed
+	groups []*agg
+	index  map[uint64][]int32
+	ids    []idGroup
+	total  int
+	hasher maphash.Hash
+	buf    []byte
+}
+
+// NewAnalyzer returns an empty analyzer.
+func NewAnalyzer(opts Options) *Analyzer {
+	a := &Analyzer{mode: opts.Mode, seed: maphash.MakeSeed(), index: make(map[uint64][]int32)}
+	a.hasher.SetSeed(a.seed)
+	return a
+}
+
+func (a *Analyzer) key(g *Goroutine) uint64 {
+	h := &a.hasher
+	h.Reset()
+	h.WriteString(g.State)
+	if g.Leaked {
+		h.WriteByte(1)
+	} else {
+		h.WriteByte(0)
+	}
+	exact := a.mode == Exact
+	writeFrame := func(f *Frame) {
+		h.WriteString(f.Function)
+		h.WriteByte(0)
+		h.WriteString(f.File)
+		a.buf = binary.LittleEndian.AppendUint64(a.buf[:0], uint64(f.Line))
+		if exact {
+			h.WriteString(f.Args)
+			h.WriteByte(0)
+			a.buf = binary.LittleEndian.AppendUint64(a.buf, f.Offset)
+		}
+		h.Write(a.buf)
+	}
+	for i := range g.Frames {
+		writeFrame(&g.Frames[i])
+	}
+	h.WriteByte(0xff)
+	writeFrame(&g.CreatedBy)
+	if exact {
+		a.buf = binary.LittleEndian.AppendUint64(a.buf[:0], uint64(g.Elided))
+		h.Write(a.buf)
+	}
+	return h.Sum64()
+}
+
+func (a *Analyzer) same(x *agg, g *Goroutine) bool {
+	if x.state != g.State || x.leakedKey != g.Leaked || len(x.frames) != len(g.Frames) {
+		return false
+	}
+	exact := a.mode == Exact
+	eq := func(p, q *Frame) bool {
+		if p.Function != q.Function || p.File != q.File || p.Line != q.Line {
+			return false
+		}
+		return !exact || (p.Args == q.Args && p.Offset == q.Offset)
+	}
+	for i := range x.frames {
+		if !eq(&x.frames[i], &g.Frames[i]) {
+			return false
+		}
+	}
+	return eq(&x.createdBy, &g.CreatedBy) && (!exact || x.elided == g.Elided)
+}
+
+// Add counts one goroutine (or one counted pprof record). g is not retained.
+func (a *Analyzer) Add(g *Goroutine) {
+	n := g.Count
+	if n <= 0 {
+		return
+	}
+	k := a.key(g)
+	gi := int32(-1)
+	for _, i := range a.index[k] {
+		if a.same(a.groups[i], g) {
+			gi = i
+			break
+		}
+	}
+	if gi < 0 {
+		gi = int32(len(a.groups))
+		x := &agg{
+			state: g.State, inferred: g.StateInferred, leakedKey: g.Leaked,
+			frames: append([]Frame(nil), g.Frames...), createdBy: g.CreatedBy,
+			elided: g.Elided, first: g.Line, waitMin: g.WaitMinutes,
+		}
+		if a.mode == Loose {
+			for i := range x.frames {
+				x.frames[i].Offset = 0
+			}
+			x.createdBy.Offset = 0
+		}
+		a.groups = append(a.groups, x)
+		a.index[k] = append(a.index[k], gi)
+	}
+	x := a.groups[gi]
+	x.count += n
+	a.total += n
+	if g.Leaked {
+		x.leaked += n
+	}
+	if g.Locked {
+		x.locked += n
+	}
+	w := g.WaitMinutes
+	x.waitMin = min(x.waitMin, w)
+	x.waitMax = max(x.waitMax, w)
+	for b := range WaitBuckets {
+		if w < WaitBuckets[b].Below {
+			x.buckets[b] += n
+			break
+		}
+	}
+	if len(g.Labels) > 0 {
+		ls := labelString(g.Labels)
+		if _, ok := x.labels[ls]; ok || len(x.labels) < maxLabelSets {
+			if x.labels == nil {
+				x.labels = make(map[string]int)
+			}
+			x.labels[ls] += n
+		} else {
+			x.labelOther += n
+		}
+	}
+	if g.ID != 0 {
+		if len(x.ids) < maxSampleIDs {
+			x.ids = append(x.ids, g.ID)
+		}
+		a.ids = append(a.ids, idGroup{g.ID, gi})
+	}
+	if g.CreatorID != 0 {
+		if _, ok := x.creators[g.CreatorID]; ok || len(x.creators) < maxCreatorIDs {
+			if x.creators == nil {
+				x.creators = make(map[int64]int)
+			}
+			x.creators[g.CreatorID] += n
+		}
+	}
+}
+
+func labelString(ls []Label) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range ls {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(l.Key))
+		b.WriteByte(':')
+		b.WriteString(strconv.Quote(l.Value))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Group is a set of goroutines with the same stack and state.
+type Group struct {
+	ID              int          `json:"id"` // rank, 1 = largest
+	Count           int          `json:"count"`
+	State           string       `json:"state"`
+	StateInferred   bool         `json:"state_inferred,omitempty"`
+	Leaked          int          `json:"leaked,omitempty"`
+	LockedToThread  int          `json:"locked_to_thread,omitempty"`
+	TopFunction     string       `json:"top_function"`
+	TopFile         string       `json:"top_file"`
+	TopLine         int          `json:"top_line"`
+	CreatedBy       string       `json:"created_by"`
+	CreatedByFile   string       `json:"created_by_file,omitempty"`
+	CreatedByLine   int          `json:"created_by_line,omitempty"`
+	CreatorGroups   []int        `json:"creator_groups,omitempty"`
+	WaitMinutesMin  int          `json:"wait_minutes_min"`
+	WaitMinutesMax  int          `json:"wait_minutes_max"`
+	Wait            []WaitCount  `json:"wait_distribution"`
+	Labels          []LabelCount `json:"labels,omitempty"`
+	Stack           []Frame      `json:"stack"`
+	ElidedFrames    int          `json:"elided_frames,omitempty"`
+	SampleIDs       []int64      `json:"sample_ids,omitempty"`
+	Blocking        string       `json:"blocking,omitempty"` // kind, e.g. "chan-send"
+	Description     string       `json:"description,omitempty"`
+	Signature       string       `json:"signature"` // stable across dumps: hash of state, functions, files, lines
+	FirstLine       int          `json:"first_line"`
+	creatorIDCounts map[int64]int
+}
+
+// WaitCount is one bucket of a group's wait-duration distribution.
+type WaitCount struct {
+	Bucket string `json:"bucket"`
+	Count  int    `json:"count"`
+}
+
+// LabelCount is one distinct pprof label set in a group and how many carry it.
+type LabelCount struct {
+	Labels string `json:"labels"`
+	Count  int    `json:"count"`
+}
+
+// Pattern is a named blocking pattern: goroutines blocked the same way at one site.
+type Pattern struct {
+	Kind           string `json:"kind"`
+	Count          int    `json:"count"`
+	Function       string `json:"function"`
+	File           string `json:"file"`
+	Line           int    `json:"line"`
+	WaitMinutesMin int    `json:"wait_minutes_min"`
+	WaitMinutesMax int    `json:"wait_minutes_max"`
+	Groups         []int  `json:"groups"`
+	Text           string `json:"text"`
+}
+
+// Suspect is a group ranked as a likely goroutine leak.
+type Suspect struct {
+	Group          int     `json:"group"`
+	Count          int     `json:"count"`
+	State          string  `json:"state"`
+	TopFunction    string  `json:"top_function"`
+	File           string  `json:"file"`
+	Line           int     `json:"line"`
+	WaitMinutesMax int     `json:"wait_minutes_max"`
+	Score          float64 `json:"score"`
+	Reason         string  `json:"reason"`
+}
+
+// Report is the analysis of one dump. Its JSON form is the documented
+// `spindle goroutines analyze --json` schema.
+type Report struct {
+	Source        string         `json:"source,omitempty"`
+	Format        string         `json:"format"`
+	Profile       string         `json:"profile,omitempty"`
+	Grouping      string         `json:"grouping"`
+	GroupingNote  string         `json:"grouping_note"`
+	Total         int            `json:"total"`
+	DeclaredTotal int            `json:"declared_total,omitempty"`
+	States        map[string]int `json:"states"`
+	Groups        []Group        `json:"groups"`
+	Patterns      []Pattern      `json:"patterns"`
+	Suspects      []Suspect      `json:"leak_suspects"`
+	Reason        []string       `json:"reason,omitempty"`
+	Time          *time.Time     `json:"time,omitempty"`
+	Lines         int            `json:"lines"`
+	SkippedLines  int            `json:"skipped_lines"`
+	Skipped       []SkippedLine  `json:"skipped,omitempty"`
+}
+
+// Report builds the report from everything added so far; d may be nil.
+func (a *Analyzer) Report(d *Dump) *Report {
+	r := &Report{
+		Grouping: a.mode.String(), GroupingNote: a.mode.Describe(),
+		Total: a.total, States: map[string]int{}, Groups: make([]Group, 0, len(a.groups)),
+		Patterns: []Pattern{}, Suspects: []Suspect{}, Format: FormatUnknown,
+	}
+	if d != nil {
+		r.Format, r.Profile, r.DeclaredTotal = d.Format, d.Profile, d.DeclaredTotal
+		r.Reason, r.Lines, r.SkippedLines, r.Skipped = d.Reason, d.Lines, d.SkippedLines, d.Skipped
+		if !d.Time.IsZero() {
+			t := d.Time
+			r.Time = &t
+		}
+	}
+	order := make([]int, len(a.groups))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(i, j int) bool {
+		x, y := a.groups[order[i]], a.groups[order[j]]
+		if x.count != y.count {
+			return x.count > y.count
+		}
+		return x.first < y.first
+	})
+	rank := make([]int, len(a.groups)) // group index -> id
+	for pos, gi := range order {
+		rank[gi] = pos + 1
+	}
+	for _, gi := range order {
+		x := a.groups[gi]
+		r.States[x.state] += x.count
+		r.Groups = append(r.Groups, x.group(rank[gi]))
+	}
+	a.resolveCreators(r, rank)
+	r.Patterns = patterns(r.Groups)
+	r.Suspects = suspects(r.Groups)
+	return r
+}
+
+func (x *agg) group(id int) Group {
+	top := topUserFrame(x.frames)
+	g := Group{
+		ID: id, Count: x.count, State: x.state, StateInferred: x.inferred,
+		Leaked: x.leaked, LockedToThread: x.locked,
+		CreatedBy: x.createdBy.Function, CreatedByFile: x.createdBy.File, CreatedByLine: x.createdBy.Line,
+		WaitMinutesMin: x.waitMin, WaitMinutesMax: x.waitMax,
+		Stack: x.frames, ElidedFrames: x.elided, SampleIDs: x.ids, FirstLine: x.first,
+		Signature: Signature(x.state, x.leakedKey, x.frames, x.createdBy.Function),
+		creatorIDCounts: x.creators,
+	}
+	if g.Stack == nil {
+		g.Stack = []Frame{}
+	}
+	if len(x.frames) > 0 {
+		f := x.frames[top]
+		g.TopFunction, g.TopFile, g.TopLine = f.Function, f.File, f.Line
+	}
+	for b, n := range x.buckets {
+		if n > 0 {
+			g.Wait = append(g.Wait, WaitCount{WaitBuckets[b].Label, n})
+		}
+	}
+	for ls, n := range x.labels {
+		g.Labels = append(g.Labels, LabelCount{ls, n})
+	}
+	if x.labelOther > 0 {
+		g.Labels = append(g.Labels, LabelCount{"(other label sets)", x.labelOther})
+	}
+	sort.Slice(g.Labels, func(i, j int) bool {
+		if g.Labels[i].Count != g.Labels[j].Count {
+			return g.Labels[i].Count > g.Labels[j].Count
+		}
+		return g.Labels[i].Labels < g.Labels[j].Labels
+	})
+	g.Blocking = blockingKind(x.state, x.frames)
+	if g.Blocking != kindNone {
+		g.Description = describe(g.Blocking, g.Count, x.frames) + " in " + g.TopFunction + " at " + location(g.TopFile, g.TopLine) + waitWords(g.WaitMinutesMin, g.WaitMinutesMax)
+	}
+	return g
+}
+
+func location(file string, line int) string {
+	if file == "" {
+		return "?"
+	}
+	return file + ":" + strconv.Itoa(line)
+}
+
+func waitWords(lo, hi int) string {
+	switch {
+	case lo >= 1:
+		return " for ≥ " + strconv.Itoa(lo) + " minutes"
+	case hi >= 1:
+		return " (some for up to " + strconv.Itoa(hi) + " minutes)"
+	}
+	return ""
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// resolveCreators fills CreatorGroups: the groups that hold the goroutines
+// which created this group's members and are still alive.
+func (a *Analyzer) resolveCreators(r *Report, rank []int) {
+	sort.Slice(a.ids, func(i, j int) bool { return a.ids[i].id < a.ids[j].id })
+	for i := range r.Groups {
+		g := &r.Groups[i]
+		counts := map[int]int{}
+		for cid, n := range g.creatorIDCounts {
+			j := sort.Search(len(a.ids), func(k int) bool { return a.ids[k].id >= cid })
+			if j < len(a.ids) && a.ids[j].id == cid {
+				counts[rank[a.ids[j].group]] += n
+			}
+		}
+		for id := range counts {
+			g.CreatorGroups = append(g.CreatorGroups, id)
+		}
+		sort.Slice(g.CreatorGroups, func(p, q int) bool {
+			x, y := g.CreatorGroups[p], g.CreatorGroups[q]
+			if counts[x] != counts[y] {
+				return counts[x] > counts[y]
+			}
+			return x < y
+		})
+		g.creatorIDCounts = nil
+	}
+}
+
+// Signature is a stable identifier of a loose group, the same across dumps
+// and processes: a hash of the state, leak marker, stack functions, files and
+// lines, and the creating function.
+func Signature(state string, leaked bool, frames []Frame, createdBy string) string {
+	h := fnv.New64a()
+	io.WriteString(h, state)
+	if leaked {
+		io.WriteString(h, "\x00leaked")
+	}
+	for _, f := range frames {
+		fmt.Fprintf(h, "\x00%s\x00%s:%d", f.Function, f.File, f.Line)
+	}
+	io.WriteString(h, "\x00created by\x00"+createdBy)
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+func patterns(groups []Group) []Pattern {
+	type site struct {
+		kind, fn, file string
+		line           int
+	}
+	idx := map[site]int{}
+	var out []Pattern
+	for _, g := range groups {
+		if g.Blocking == kindNone {
+			continue
+		}
+		s := site{g.Blocking, g.TopFunction, g.TopFile, g.TopLine}
+		i, ok := idx[s]
+		if !ok {
+			i = len(out)
+			idx[s] = i
+			out = append(out, Pattern{Kind: s.kind, Function: s.fn, File: s.file, Line: s.line, WaitMinutesMin: g.WaitMinutesMin})
+		}
+		p := &out[i]
+		p.Count += g.Count
+		p.Groups = append(p.Groups, g.ID)
+		p.WaitMinutesMin = min(p.WaitMinutesMin, g.WaitMinutesMin)
+		p.WaitMinutesMax = max(p.WaitMinutesMax, g.WaitMinutesMax)
+	}
+	for i := range out {
+		p := &out[i]
+		var frames []Frame
+		for _, g := range groups {
+			if g.ID == p.Groups[0] {
+				frames = g.Stack
+				break
+			}
+		}
+		p.Text = describe(p.Kind, p.Count, frames) + " in " + p.Function + " at " + location(p.File, p.Line) + waitWords(p.WaitMinutesMin, p.WaitMinutesMax)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Count > out[j].Count })
+	if out == nil {
+		out = []Pattern{}
+	}
+	return out
+}
+
+const maxSuspects = 10
+
+func suspects(groups []Group) []Suspect {
+	var out []Suspect
+	for _, g := range groups {
+		w := kindWeight(g.Blocking)
+		if g.Leaked > 0 {
+			w = max(w, 1) * 10
+		}
+		if w == 0 {
+			continue
+		}
+		user := len(g.Stack) > 0 && !IsStdlib(Frame{Function: g.TopFunction, File: g.TopFile})
+		if !user && g.Leaked == 0 {
+			continue
+		}
+		if g.Count < 2 && g.WaitMinutesMax < 1 && g.Leaked == 0 && g.Blocking != kindNilChan && g.Blocking != kindSelectNone {
+			continue
+		}
+		score := w * float64(g.Count) * (1 + float64(g.WaitMinutesMax)/5)
+		reason := g.Description
+		if g.Leaked > 0 {
+			reason = itoa(g.Leaked) + " marked (leaked) by the runtime's leak detector; " + reason
+		}
+		out = append(out, Suspect{
+			Group: g.ID, Count: g.Count, State: g.State, TopFunction: g.TopFunction,
+			File: g.TopFile, Line: g.TopLine, WaitMinutesMax: g.WaitMinutesMax,
+			Score: float64(int64(score*100)) / 100, Reason: reason,
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Score > out[j].Score })
+	if len(out) > maxSuspects {
+		out = out[:maxSuspects]
+	}
+	if out == nil {
+		out = []Suspect{}
+	}
+	return out
+}
+
+// Analyze parses a whole dump from r and groups it. A read error is returned
+// together with the report of what was read before it.
+func Analyze(r io.Reader, opts Options) (*Report, error) {
+	p := NewParser(r)
+	p.SkipArgs(opts.Mode == Loose)
+	a := NewAnalyzer(opts)
+	for p.Next() {
+		a.Add(p.Goroutine())
+	}
+	rep := a.Report(p.Dump())
+	if err := p.Err(); err != nil {
+		return rep, fmt.Errorf("analyzing goroutine dump: %w", err)
+	}
+	return rep, nil
+}
