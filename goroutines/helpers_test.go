@@ -51,11 +51,16 @@ func TestMain(m *testing.M) {
 // runDump runs dumpee with a scenario; for out=="wait" it sends SIGQUIT once
 // the program says it is ready and returns stderr, otherwise the output.
 func runDump(t testing.TB, scenario, out string, env ...string) []byte {
+	return runDumpArgs(t, []string{"-scenario", scenario, "-out", out}, env...)
+}
+
+func runDumpArgs(t testing.TB, args []string, env ...string) []byte {
 	t.Helper()
+	scenario, out := args[1], args[3]
 	bin := buildProg(t, "dumpee")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-scenario", scenario, "-out", out)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -320,7 +320,13 @@ func (p *Parser) reason(b []byte) {
 	if len(b) > maxReasonLength {
 		b = b[:maxReasonLength]
 	}
-	p.d.Reason = append(p.d.Reason, string(bytes.TrimSpace(b)))
+	b = bytes.TrimSpace(b)
+	for _, r := range p.d.Reason {
+		if r == string(b) {
+			return // crash mode repeats "SIGQUIT: quit" once per thread
+		}
+	}
+	p.d.Reason = append(p.d.Reason, string(b))
 }
 
 func (p *Parser) profileHeader(b []byte, profile string) bool {

@@ -2,11 +2,304 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spindlehq/spindle/goroutines"
+	"github.com/spindlehq/spindle/goroutines/report"
 )
 
-func runGoroutines(_ context.Context, _ []string, _, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "spindle goroutines: not implemented yet")
-	return 1
+const goroutinesUsage = `usage: spindle goroutines <command> [flags] ...
+
+  analyze [--json] [--html FILE] [--group loose|exact] DUMP
+        group a goroutine dump and explain what is stuck, on what, since when
+  diff [--json] [--html FILE] [--interval DUR] BEFORE AFTER
+        show which groups appeared, disappeared, grew or shrank
+  watch [--every 10s] [--count N] [--json] URL
+        poll a live /debug/pprof/goroutine endpoint and print growing groups
+
+DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL.
+Run "spindle goroutines <command> -h" for the flags of a command.
+`
+
+// runGoroutines dispatches "spindle goroutines analyze|diff|watch".
+func runGoroutines(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, goroutinesUsage)
+		return 2
+	}
+	switch args[0] {
+	case "analyze":
+		return goroutinesAnalyze(ctx, args[1:], stdout, stderr)
+	case "diff":
+		return goroutinesDiff(ctx, args[1:], stdout, stderr)
+	case "watch":
+		return goroutinesWatch(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, goroutinesUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "spindle goroutines: unknown command %q\n\n%s", args[0], goroutinesUsage)
+	return 2
+}
+
+type outputFlags struct {
+	json   *bool
+	html   *string
+	color  *string
+	groups *int
+	frames *int
+}
+
+func addOutputFlags(fs *flag.FlagSet, html bool) outputFlags {
+	o := outputFlags{
+		json:   fs.Bool("json", false, "print JSON (schema in docs/goroutines.md) instead of text"),
+		color:  fs.String("color", "auto", "colour text output: auto (when stdout is a terminal), always or never"),
+		groups: fs.Int("top", 20, "groups to print in text output; -1 for all"),
+		frames: fs.Int("frames", 10, "stack frames per group in text output; -1 for all"),
+	}
+	if html {
+		o.html = fs.String("html", "", "also write a self-contained HTML report to this file")
+	}
+	return o
+}
+
+func (o outputFlags) text(stdout io.Writer) (report.TextOptions, error) {
+	t := report.TextOptions{Groups: *o.groups, Frames: *o.frames}
+	if t.Groups == 0 {
+		t.Groups = -1 // --top 0 would print nothing useful; treat as all
+	}
+	switch *o.color {
+	case "always":
+		t.Color = true
+	case "never":
+	case "auto":
+		t.Color = isTerminal(stdout) && os.Getenv("NO_COLOR") == ""
+	default:
+		return t, fmt.Errorf("--color must be auto, always or never, not %q", *o.color)
+	}
+	return t, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+var dumpClient = &http.Client{Timeout: 60 * time.Second}
+
+// loadReport opens and analyzes one dump; a read error after some input is
+// reported as a warning so a truncated dump still gets analyzed.
+func loadReport(ctx context.Context, name string, mode goroutines.GroupMode, stderr io.Writer) (*goroutines.Report, error) {
+	src, err := goroutines.Open(ctx, name, dumpClient)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	r, err := goroutines.Analyze(src, goroutines.Options{Mode: mode})
+	if err != nil {
+		if r == nil || r.Total == 0 {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: %v (analyzed what was read)\n", name, err)
+	}
+	r.Source = src.Name
+	if r.Time == nil && !src.Time.IsZero() {
+		t := src.Time
+		r.Time = &t
+	}
+	if r.Total == 0 {
+		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: no goroutines found (%d lines skipped)\n", name, r.SkippedLines)
+	}
+	return r, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeHTMLFile(path string, r *goroutines.Report, d *goroutines.DiffReport, after *goroutines.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("creating HTML report: %w", err)
+	}
+	err = report.WriteHTML(f, report.HTMLInput{Report: r, Diff: d, After: after})
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("writing HTML report: %w", cerr)
+	}
+	return err
+}
+
+func goroutinesAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("goroutines analyze", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := addOutputFlags(fs, true)
+	group := fs.String("group", "loose", "grouping: loose (ignore argument values and offsets) or exact")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "spindle goroutines analyze: want exactly one dump (file, - or URL)")
+		return 2
+	}
+	mode, err := goroutines.ParseGroupMode(*group)
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
+		return 2
+	}
+	topts, err := out.text(stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
+		return 2
+	}
+	r, err := loadReport(ctx, fs.Arg(0), mode, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
+		return 1
+	}
+	if *out.html != "" {
+		if err := writeHTMLFile(*out.html, r, nil, nil); err != nil {
+			fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
+			return 1
+		}
+	}
+	if *out.json {
+		err = writeJSON(stdout, r)
+	} else {
+		err = report.WriteText(stdout, r, topts)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
+		return 1
+	}
+	return 0
+}
+
+func goroutinesDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("goroutines diff", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := addOutputFlags(fs, true)
+	interval := fs.Duration("interval", 0, "time between the dumps, for growth per second (default: from timestamps in the dumps or fetch times of URLs)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 2 {
+		fmt.Fprintln(stderr, "spindle goroutines diff: want two dumps: BEFORE AFTER")
+		return 2
+	}
+	if *interval < 0 {
+		fmt.Fprintln(stderr, "spindle goroutines diff: --interval must not be negative")
+		return 2
+	}
+	topts, err := out.text(stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
+		return 2
+	}
+	before, err := loadReport(ctx, fs.Arg(0), goroutines.Loose, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
+		return 1
+	}
+	after, err := loadReport(ctx, fs.Arg(1), goroutines.Loose, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
+		return 1
+	}
+	d := goroutines.Diff(before, after, *interval)
+	if *out.html != "" {
+		if err := writeHTMLFile(*out.html, before, d, after); err != nil {
+			fmt.Fprintln(stderr, "spindle goroutines diff:", err)
+			return 1
+		}
+	}
+	if *out.json {
+		err = writeJSON(stdout, d)
+	} else {
+		err = report.WriteDiffText(stdout, d, topts)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
+		return 1
+	}
+	return 0
+}
+
+func goroutinesWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("goroutines watch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := addOutputFlags(fs, false)
+	every := fs.Duration("every", 10*time.Second, "polling interval")
+	count := fs.Int("count", 0, "stop after this many polls; 0 polls until interrupted")
+	streak := fs.Int("streak", 2, "consecutive growths before a group is reported as growing")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "spindle goroutines watch: want one http(s) URL of /debug/pprof/goroutine")
+		return 2
+	}
+	if *every <= 0 || *count < 0 || *streak < 1 {
+		fmt.Fprintln(stderr, "spindle goroutines watch: --every must be positive, --count ≥ 0, --streak ≥ 1")
+		return 2
+	}
+	url := fs.Arg(0)
+	if len(url) < 7 || (url[:7] != "http://" && (len(url) < 8 || url[:8] != "https://")) {
+		fmt.Fprintln(stderr, "spindle goroutines watch: the dump must be an http(s) URL")
+		return 2
+	}
+	topts, err := out.text(stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines watch:", err)
+		return 2
+	}
+	w := &goroutines.Watcher{MinStreak: *streak}
+	tick := time.NewTicker(*every)
+	defer tick.Stop()
+	failures := 0
+	for poll := 1; *count == 0 || poll <= *count; poll++ {
+		if poll > 1 {
+			select {
+			case <-ctx.Done():
+				return 0
+			case <-tick.C:
+			}
+		}
+		r, err := loadReport(ctx, url, goroutines.Loose, io.Discard)
+		if err != nil {
+			if errors.Is(ctx.Err(), context.Canceled) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return 0
+			}
+			failures++
+			fmt.Fprintln(stderr, "spindle goroutines watch:", err)
+			if failures >= 3 {
+				return 1
+			}
+			continue
+		}
+		failures = 0
+		step := w.Observe(r, time.Now())
+		if *out.json {
+			err = json.NewEncoder(stdout).Encode(step)
+		} else {
+			err = report.WriteWatchText(stdout, step, topts)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "spindle goroutines watch:", err)
+			return 1
+		}
+	}
+	return 0
 }

@@ -1,7 +1,7 @@
 // Command dumpee builds known goroutine populations and dumps them, so the
 // goroutines package can be tested on real output of the Go runtime.
 //
-//	dumpee -scenario broadcast|mutex|labels|deadlock|panic -out debug1|debug2|wait
+//	dumpee -scenario broadcast|mutex|labels|deadlock|panic -out debug1|debug2|wait [-msgs N]
 //
 // With -out wait it prints "ready" and blocks until killed (send SIGQUIT for
 // a traceback). Counts are fixed so tests can check them exactly.
@@ -67,6 +67,7 @@ func worker(id int, jobs chan int) {
 func main() {
 	scenario := flag.String("scenario", "broadcast", "broadcast, mutex, labels, deadlock or panic")
 	out := flag.String("out", "debug2", "debug1, debug2 or wait")
+	msgs := flag.Int("msgs", 10, "messages published in the broadcast scenario")
 	flag.Parse()
 	var wg sync.WaitGroup
 	switch *scenario {
@@ -79,7 +80,7 @@ func main() {
 		}
 		in := make(chan []byte)
 		go h.publisher(in)
-		for i := 0; i < 10; i++ {
+		for i := 0; i < *msgs; i++ {
 			in <- []byte(fmt.Sprint("msg ", i))
 		}
 	case "mutex":

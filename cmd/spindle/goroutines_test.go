@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/pprof"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dumpeeDump builds and runs goroutines/testdata/progs/dumpee and returns its dump.
+func dumpeeDump(t *testing.T, args ...string) []byte {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "dumpee")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../goroutines/testdata/progs/dumpee").CombinedOutput(); err != nil {
+		t.Fatalf("build dumpee: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		t.Fatalf("dumpee %v: %v", args, err)
+	}
+	return out
+}
+
+func runG(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := runGoroutines(context.Background(), args, &stdout, &stderr)
+	return stdout.String(), stderr.String(), code
+}
+
+func TestGoroutinesAnalyzeJSONContract(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dump.txt.gz")
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("log noise before the dump\n"))
+	zw.Write(dumpeeDump(t, "-scenario", "broadcast", "-out", "debug2"))
+	zw.Close()
+	if err := os.WriteFile(path, gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runG(t, "analyze", "--json", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var out struct {
+		Total  int            `json:"total"`
+		States map[string]int `json:"states"`
+		Groups []struct {
+			Count          int     `json:"count"`
+			State          string  `json:"state"`
+			TopFunction    string  `json:"top_function"`
+			CreatedBy      *string `json:"created_by"`
+			WaitMinutesMax *int    `json:"wait_minutes_max"`
+			Stack          []struct {
+				Function string `json:"function"`
+				File     string `json:"file"`
+				Line     int    `json:"line"`
+			} `json:"stack"`
+		} `json:"groups"`
+		SkippedLines *int `json:"skipped_lines"`
+	}
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&out); err != nil {
+		t.Fatalf("decode: %v\n%s", err, stdout)
+	}
+	if out.Total != 42 || out.States["chan send"] != 40 || out.States["chan receive"] != 1 || out.States["running"] != 1 {
+		t.Errorf("total %d states %v", out.Total, out.States)
+	}
+	if out.SkippedLines == nil || *out.SkippedLines != 1 {
+		t.Errorf("skipped_lines %v, want 1 (the log line)", out.SkippedLines)
+	}
+	if len(out.Groups) != 3 {
+		t.Fatalf("%d groups", len(out.Groups))
+	}
+	g := out.Groups[0]
+	if g.Count != 40 || g.State != "chan send" || g.TopFunction != "main.(*hub).deliver" ||
+		g.CreatedBy == nil || *g.CreatedBy != "main.(*hub).publisher" || g.WaitMinutesMax == nil || *g.WaitMinutesMax != 0 {
+		t.Errorf("group 0: %+v", g)
+	}
+	if len(g.Stack) == 0 || g.Stack[0].Function != "main.(*hub).deliver" || g.Stack[0].Line != 26 ||
+		!strings.HasSuffix(g.Stack[0].File, "dumpee/main.go") {
+		t.Errorf("stack %+v", g.Stack)
+	}
+	for i := 1; i < len(out.Groups); i++ {
+		if out.Groups[i].Count > out.Groups[i-1].Count {
+			t.Errorf("groups not largest first")
+		}
+		if out.Groups[i].CreatedBy == nil {
+			t.Errorf("created_by missing (must be present, empty when unknown)")
+		}
+	}
+
+	// Text output from stdin, no colour when not a terminal.
+	text, _, code := runGoroutinesStdin(t, gz.Bytes(), "analyze", "-")
+	if code != 0 || !strings.Contains(text, "40 goroutines blocked sending on a channel in main.(*hub).deliver") ||
+		strings.Contains(text, "\x1b[") || !strings.Contains(text, "grouping loose") {
+		t.Errorf("text output:\n%s", text)
+	}
+	text, _, _ = runG(t, "analyze", "--color", "always", path)
+	if !strings.Contains(text, "\x1b[") {
+		t.Errorf("--color always printed no colour")
+	}
+}
+
+func runGoroutinesStdin(t *testing.T, in []byte, args ...string) (string, string, int) {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(in)
+	f.Seek(0, 0)
+	old := os.Stdin
+	os.Stdin = f
+	defer func() { os.Stdin = old; f.Close() }()
+	return runG(t, args...)
+}
+
+func TestGoroutinesDiffJSON(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
+	os.WriteFile(a, dumpeeDump(t, "-scenario", "broadcast", "-out", "debug2", "-msgs", "3"), 0o644)
+	os.WriteFile(b, dumpeeDump(t, "-scenario", "broadcast", "-out", "debug1", "-msgs", "7"), 0o644)
+	stdout, stderr, code := runG(t, "diff", "--json", "--interval", "1m", a, b)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var out struct {
+		Groups []struct {
+			Before, After, Delta int
+			TopFunction          string   `json:"top_function"`
+			State                string   `json:"state"`
+			PerSecond            *float64 `json:"per_second"`
+		} `json:"groups"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	g := out.Groups[0]
+	if g.TopFunction != "main.(*hub).deliver" || g.Before != 12 || g.After != 28 || g.Delta != 16 || g.PerSecond == nil || *g.PerSecond < 0.266 || *g.PerSecond > 0.267 {
+		t.Errorf("first group %+v", g)
+	}
+	for i := 1; i < len(out.Groups); i++ {
+		if out.Groups[i].Delta > out.Groups[i-1].Delta {
+			t.Errorf("not sorted by delta: %+v", out.Groups)
+		}
+	}
+	if _, _, code := runG(t, "diff", a); code != 2 {
+		t.Errorf("diff with one file: exit %d, want 2", code)
+	}
+	if _, stderr, code := runG(t, "analyze", filepath.Join(dir, "missing")); code != 1 || !strings.Contains(stderr, "no such file") {
+		t.Errorf("missing file: exit %d %s", code, stderr)
+	}
+}
+
+// leakyWorker blocks until the test ends; each watch poll adds five.
+func leakyWorker(stop chan struct{}) { <-stop }
+
+func TestGoroutinesWatch(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	mux := http.NewServeMux()
+	prof := pprof.Handler("goroutine")
+	mux.HandleFunc("/debug/pprof/goroutine", func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 5; i++ {
+			go leakyWorker(stop)
+		}
+		time.Sleep(20 * time.Millisecond) // let them block before the snapshot
+		prof.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	stdout, stderr, code := runG(t, "watch", "--every", "50ms", "--count", "4", "--json", srv.URL+"/debug/pprof/goroutine")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	type growth struct {
+		TopFunction string `json:"top_function"`
+		Count       int    `json:"count"`
+		Delta       int    `json:"delta"`
+		Streak      int    `json:"streak"`
+	}
+	var steps []struct {
+		Poll    int      `json:"poll"`
+		Growing []growth `json:"growing"`
+	}
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		var s struct {
+			Poll    int      `json:"poll"`
+			Growing []growth `json:"growing"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		steps = append(steps, s)
+	}
+	if len(steps) != 4 {
+		t.Fatalf("%d steps:\n%s", len(steps), stdout)
+	}
+	last := steps[3]
+	var found *growth
+	for i, g := range last.Growing {
+		if strings.HasSuffix(g.TopFunction, ".leakyWorker") {
+			found = &last.Growing[i]
+		}
+	}
+	if found == nil || found.Delta != 5 || found.Streak != 3 || found.Count != 20 {
+		t.Fatalf("leakyWorker growth in last poll: %+v\n%s", found, stdout)
+	}
+	// Text mode names the growing group too.
+	text, _, code := runG(t, "watch", "--every", "30ms", "--count", "3", srv.URL+"/debug/pprof/goroutine")
+	if code != 0 || !strings.Contains(text, "growing") || !strings.Contains(text, "leakyWorker") {
+		t.Errorf("text watch:\n%s", text)
+	}
+	// A cancelled context ends an unbounded watch.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var o, e bytes.Buffer
+	if code := runGoroutines(ctx, []string{"watch", "--every", "50ms", srv.URL + "/debug/pprof/goroutine"}, &o, &e); code != 0 {
+		t.Errorf("cancelled watch exit %d: %s", code, e.String())
+	}
+}
