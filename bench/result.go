@@ -51,10 +51,11 @@ type Result struct {
 
 // ConnStats counts connections.
 type ConnStats struct {
-	Target      int    `json:"target"` // the largest connection target of the scenario
-	Established uint64 `json:"established"`
-	Failed      uint64 `json:"failed"`
-	Peak        int    `json:"peak"` // most connections held at once
+	Target      int     `json:"target"` // the largest connection target of the scenario
+	Established uint64  `json:"established"`
+	Failed      uint64  `json:"failed"`
+	Peak        int     `json:"peak"`       // most connections held at once
+	RatePerS    float64 `json:"rate_per_s"` // established / seconds from the first attempt to the last established
 }
 
 // Percentiles summarises a histogram in milliseconds.
@@ -177,8 +178,8 @@ func ReadResult(path string) (*Result, error) {
 // WriteText writes a summary with the latency spectrum.
 func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "scenario %s: %.1fs\n", r.Scenario, r.DurationS)
-	fmt.Fprintf(w, "connections: target %d, established %d, failed %d, peak %d\n",
-		r.Connections.Target, r.Connections.Established, r.Connections.Failed, r.Connections.Peak)
+	fmt.Fprintf(w, "connections: target %d, established %d (%.0f/s), failed %d, peak %d\n",
+		r.Connections.Target, r.Connections.Established, r.Connections.RatePerS, r.Connections.Failed, r.Connections.Peak)
 	fmt.Fprintf(w, "published %d (failed %d, %.0f/s); delivered %d of %d expected (%.0f/s); missing %d, duplicates %d, out of order %d\n",
 		r.Published, r.PublishFailed, r.PublishedPerS, r.Delivered, r.ExpectedDeliveries, r.DeliveriesPerS, r.Missing, r.Duplicates, r.OutOfOrder)
 	pl := func(name string, p Percentiles) {
@@ -237,6 +238,7 @@ func Compare(w io.Writer, aName string, a *Result, bName string, b *Result) {
 	}
 	row("connections established", float64(a.Connections.Established), float64(b.Connections.Established))
 	row("connections failed", float64(a.Connections.Failed), float64(b.Connections.Failed))
+	row("connections/s", a.Connections.RatePerS, b.Connections.RatePerS)
 	row("published", float64(a.Published), float64(b.Published))
 	row("delivered", float64(a.Delivered), float64(b.Delivered))
 	row("missing", float64(a.Missing), float64(b.Missing))

@@ -91,10 +91,7 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 	go func() { defer close(secDone); r.sampleServer(ctx) }()
 
 	log := pub.run(ctx, start)
-	select { // let deliveries arrive
-	case <-time.After(sc.Drain.D()):
-	case <-ctx.Done():
-	}
+	r.drain(ctx)
 	for _, w := range workers {
 		if err := w.sendMsg(toWorker{Finish: log}); err != nil {
 			return nil, err
@@ -134,9 +131,35 @@ type run struct {
 	metrics *runMetrics
 	pub     *publisher
 
-	mu      sync.Mutex
-	seconds map[int]*secondAgg
-	printed int
+	mu        sync.Mutex
+	seconds   map[int]*secondAgg
+	printed   int
+	delivered uint64 // so far, from progress reports
+}
+
+// drain waits the scenario's drain time, then for as long as deliveries are
+// still arriving (a server behind its publishers), up to maxDrain, so that
+// late publications count as late, not as missing.
+func (r *run) drain(ctx context.Context) {
+	const maxDrain = time.Minute
+	deadline := time.Now().Add(maxDrain)
+	wait := r.sc.Drain.D()
+	last := ^uint64(0)
+	for {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		r.mu.Lock()
+		now := r.delivered
+		r.mu.Unlock()
+		if now == last || time.Now().After(deadline) {
+			return
+		}
+		last = now
+		wait = 1500 * time.Millisecond // progress arrives once a second
+	}
 }
 
 type secondAgg struct {
@@ -248,6 +271,7 @@ func (r *run) addProgress(p *workerProgress) {
 	s.reports++
 	s.conns += p.Connections
 	s.delivered += p.Delivered
+	r.delivered += p.Delivered
 	s.errors += p.Errors
 	s.lat.Merge(h)
 	s.lagP99us = max(s.lagP99us, p.LagP99us)
@@ -344,7 +368,12 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 	res.Connections.Target = int(r.sc.MaxConnections())
 	lat, conn, sub, lag := newHist(), newHist(), newHist(), newHist()
 	var cpu float64
+	var firstDial, lastUp int64
 	for _, w := range ws {
+		if w.FirstDial != 0 && (firstDial == 0 || w.FirstDial < firstDial) {
+			firstDial = w.FirstDial
+		}
+		lastUp = max(lastUp, w.LastUp)
 		if w.Err != "" {
 			return nil, fmt.Errorf("worker: %s", w.Err)
 		}
@@ -372,6 +401,9 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 			res.Disconnects[k] += v
 		}
 		cpu += w.CPUSeconds
+	}
+	if lastUp > firstDial && firstDial != 0 {
+		res.Connections.RatePerS = float64(res.Connections.Established) / time.Duration(lastUp-firstDial).Seconds()
 	}
 	pubStats := pub.stats()
 	res.Published, res.PublishFailed = pubStats.published, pubStats.failed

@@ -75,6 +75,8 @@ type workerResult struct {
 	Errors      map[string]uint64 `json:"errors"`
 	Disconnects map[string]uint64 `json:"disconnects"`
 	CPUSeconds  float64           `json:"cpu_seconds"`
+	FirstDial   int64             `json:"first_dial"`       // unix ns of the first connection attempt
+	LastUp      int64             `json:"last_established"` // unix ns of the last connection established
 	Err         string            `json:"err,omitempty"`
 }
 
@@ -96,6 +98,14 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w := newWorker(first.Plan, out)
+	// One event loop carries all of this worker's connections: no goroutine
+	// per connection, one read per ready socket.
+	loop, err := client.NewLoop(0)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	defer loop.Stop()
+	w.loop = loop
 
 	finish := make(chan *publishLog, 1)
 	go func() {
@@ -116,6 +126,7 @@ type worker struct {
 	plan  *workerPlan
 	sc    *Scenario
 	start time.Time
+	loop  *client.Loop
 
 	outMu sync.Mutex
 	out   *json.Encoder
@@ -132,6 +143,8 @@ type worker struct {
 	disconnects map[string]uint64
 	established uint64
 	failed      uint64
+	firstDial   int64
+	lastUp      int64
 	seq         int  // connections started, for naming and spreading
 	closing     bool // the run is over: opened connections are closed at once
 	cpu         float64
@@ -254,6 +267,9 @@ func (w *worker) run(ctx context.Context, finish <-chan *publishLog, log **publi
 					nextSlot = nextSlot.Add(time.Duration(float64(time.Second) / perWorkerRate))
 				}
 				w.dialing++
+				if w.firstDial == 0 {
+					w.firstDial = now.UnixNano()
+				}
 				n := w.seq
 				w.seq++
 				wg.Add(1)
@@ -281,6 +297,7 @@ func (w *worker) open(ctx context.Context, n int, intended time.Time, dials chan
 	cfg := client.Config{
 		URL:   sc.URLs[global%len(sc.URLs)],
 		Token: sc.Token,
+		Loop:  w.loop,
 		OnPublication: func(_ string, pub *protocol.Publication) {
 			w.deliver(wc, pub)
 		},
@@ -317,6 +334,7 @@ func (w *worker) open(ctx context.Context, n int, intended time.Time, dials chan
 	defer w.mu.Unlock()
 	w.dialing--
 	w.established++
+	w.lastUp = done.UnixNano()
 	recordDur(w.connect, connected.Sub(intended))
 	recordDur(w.subscribe, done.Sub(connected))
 	if w.closing {
@@ -487,6 +505,7 @@ func (w *worker) result(log *publishLog) *workerResult {
 		Established: w.established, Failed: w.failed,
 		Latency: encodeHist(lat), Connect: encodeHist(w.connect), Subscribe: encodeHist(w.subscribe),
 		Errors: w.errors, Disconnects: w.disconnects, CPUSeconds: w.cpu,
+		FirstDial: w.firstDial, LastUp: w.lastUp,
 	}
 	w.lagMu.Lock()
 	res.Lag = encodeHist(w.lag)

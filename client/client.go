@@ -41,6 +41,10 @@ type Config struct {
 
 	// BufferSize sets the WebSocket read and write buffers (default 1024).
 	BufferSize int
+
+	// Loop, if set, carries the connection on an event loop instead of a
+	// reader goroutine: much cheaper for thousands of connections.
+	Loop *Loop
 }
 
 // Error is an error reply from the server.
@@ -67,39 +71,37 @@ var ErrClosed = errors.New("client closed")
 // Client is one connected session. Its methods are safe for concurrent use.
 type Client struct {
 	cfg    Config
-	ws     *websocket.Conn
+	conn   carrier
 	result *protocol.ConnectResult
-
-	wmu sync.Mutex // serialises writes
 
 	mu      sync.Mutex
 	nextID  uint32
 	waiting map[uint32]chan *protocol.Reply
 	err     error // why the connection ended
 	done    chan struct{}
-	exited  chan struct{} // closed when the reader has returned
+	exited  chan struct{} // closed when no callback runs or will run
+}
+
+// carrier moves frames for a Client: a reader goroutine (gorilla) or an
+// event loop (Loop). Either calls Client.frame for each message and
+// Client.ended once at the end.
+type carrier interface {
+	writeText(frame []byte) error
+	closeNormal() // best-effort close frame, then the socket
 }
 
 // Dial opens the WebSocket, sends connect and waits for its reply.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
-	size := cfg.BufferSize
-	if size == 0 {
-		size = 1024
+	c := &Client{cfg: cfg, waiting: make(map[uint32]chan *protocol.Reply), done: make(chan struct{}), exited: make(chan struct{})}
+	var err error
+	if cfg.Loop != nil {
+		c.conn, err = cfg.Loop.dial(ctx, c)
+	} else {
+		c.conn, err = dialGorilla(ctx, c)
 	}
-	d := websocket.Dialer{ReadBufferSize: size, WriteBufferSize: size, HandshakeTimeout: 10 * time.Second}
-	if cfg.LocalAddr != nil {
-		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: cfg.LocalAddr}, Control: bindNoPort}
-		d.NetDialContext = nd.DialContext
-	}
-	ws, resp, err := d.DialContext(ctx, cfg.URL, cfg.Header)
 	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("dial %s: %w (HTTP %d)", cfg.URL, err, resp.StatusCode)
-		}
-		return nil, fmt.Errorf("dial %s: %w", cfg.URL, err)
+		return nil, err
 	}
-	c := &Client{cfg: cfg, ws: ws, waiting: make(map[uint32]chan *protocol.Reply), done: make(chan struct{}), exited: make(chan struct{})}
-	go c.read()
 	rep, err := c.call(ctx, &protocol.Command{Connect: &protocol.ConnectRequest{Token: cfg.Token, Name: cfg.Name}})
 	if err != nil {
 		c.Close()
@@ -107,6 +109,75 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.result = rep.Connect
 	return c, nil
+}
+
+// netDialer dials TCP from cfg.LocalAddr when it is set.
+func netDialer(cfg *Config) *net.Dialer {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if cfg.LocalAddr != nil {
+		d.LocalAddr = &net.TCPAddr{IP: cfg.LocalAddr}
+		d.Control = bindNoPort
+	}
+	return d
+}
+
+// gorillaConn is the goroutine carrier.
+type gorillaConn struct {
+	ws  *websocket.Conn
+	wmu sync.Mutex
+}
+
+func dialGorilla(ctx context.Context, c *Client) (*gorillaConn, error) {
+	size := c.cfg.BufferSize
+	if size == 0 {
+		size = 1024
+	}
+	d := websocket.Dialer{ReadBufferSize: size, WriteBufferSize: size, HandshakeTimeout: 10 * time.Second,
+		NetDialContext: netDialer(&c.cfg).DialContext}
+	ws, resp, err := d.DialContext(ctx, c.cfg.URL, c.cfg.Header)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial %s: %w (HTTP %d)", c.cfg.URL, err, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("dial %s: %w", c.cfg.URL, err)
+	}
+	g := &gorillaConn{ws: ws}
+	go g.read(c)
+	return g, nil
+}
+
+func (g *gorillaConn) writeText(frame []byte) error {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	_ = g.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := g.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+func (g *gorillaConn) closeNormal() {
+	g.wmu.Lock()
+	_ = g.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = g.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	g.wmu.Unlock()
+	_ = g.ws.Close()
+}
+
+// read is the connection's only reader; it ends when the connection does.
+func (g *gorillaConn) read(c *Client) {
+	for {
+		_, data, err := g.ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				err = &DisconnectError{Code: ce.Code, Reason: ce.Text}
+			}
+			c.ended(err)
+			return
+		}
+		c.frame(data)
+	}
 }
 
 // ID is the client id the server assigned.
@@ -129,14 +200,10 @@ func (c *Client) Err() error {
 // Close sends a normal close frame, releases the connection and returns
 // once no callback is running or will run.
 func (c *Client) Close() error {
-	c.wmu.Lock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
-	c.wmu.Unlock()
 	c.finish(ErrClosed)
-	err := c.ws.Close()
+	c.conn.closeNormal()
 	<-c.exited
-	return err
+	return nil
 }
 
 // SubscribeOptions are the optional fields of a subscribe command.
@@ -232,42 +299,27 @@ func (c *Client) call(ctx context.Context, cmd *protocol.Command) (*protocol.Rep
 	}
 }
 
-func (c *Client) write(frame []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-		return fmt.Errorf("write: %w", err)
+func (c *Client) write(frame []byte) error { return c.conn.writeText(frame) }
+
+// frame handles one WebSocket message: one or more newline-separated replies.
+func (c *Client) frame(data []byte) {
+	dec := protocol.NewJSONReplyDecoder(data)
+	for {
+		rep, err := dec.Decode()
+		if err != nil {
+			return // io.EOF at the end of the frame; a bad frame is dropped
+		}
+		c.handle(rep)
 	}
-	return nil
 }
 
-// read is the connection's only reader; it ends when the connection does.
-func (c *Client) read() {
-	defer close(c.exited)
-	dec := protocol.NewJSONReplyDecoder(nil)
-	for {
-		_, data, err := c.ws.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				err = &DisconnectError{Code: ce.Code, Reason: ce.Text}
-			}
-			c.finish(err)
-			if c.cfg.OnClose != nil {
-				c.cfg.OnClose(c.Err())
-			}
-			return
-		}
-		_ = dec.Reset(data)
-		for {
-			rep, err := dec.Decode()
-			if err != nil {
-				break // io.EOF at the end of the frame; a bad frame is dropped
-			}
-			c.handle(rep)
-		}
+// ended is called by the carrier once, after its last frame.
+func (c *Client) ended(err error) {
+	c.finish(err)
+	if c.cfg.OnClose != nil {
+		c.cfg.OnClose(c.Err())
 	}
+	close(c.exited)
 }
 
 func (c *Client) handle(rep *protocol.Reply) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,7 +56,24 @@ func dial(t *testing.T, srv *server.Server, user string, cfg client.Config) *cli
 	return c
 }
 
-func TestPublishSubscribeHistoryPresence(t *testing.T) {
+// eachCarrier runs f with a reader goroutine per connection and on an event loop.
+func eachCarrier(t *testing.T, f func(t *testing.T, loop *client.Loop)) {
+	t.Run("goroutine", func(t *testing.T) { f(t, nil) })
+	t.Run("loop", func(t *testing.T) {
+		loop, err := client.NewLoop(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(loop.Stop)
+		f(t, loop)
+	})
+}
+
+func TestPublishSubscribeHistoryPresence(t *testing.T) { eachCarrier(t, testPublishSubscribe) }
+func TestErrors(t *testing.T)                          { eachCarrier(t, testErrors) }
+func TestServerDisconnectIsReported(t *testing.T)      { eachCarrier(t, testServerDisconnect) }
+
+func testPublishSubscribe(t *testing.T, loop *client.Loop) {
 	srv := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -64,6 +82,7 @@ func TestPublishSubscribeHistoryPresence(t *testing.T) {
 	var got []string
 	pubs := make(chan struct{}, 10)
 	sub := dial(t, srv, "alice", client.Config{
+		Loop: loop,
 		// Subscribing from a second source address exercises LocalAddr.
 		LocalAddr: net.IPv4(127, 0, 0, 2),
 		OnPublication: func(ch string, p *protocol.Publication) {
@@ -79,7 +98,7 @@ func TestPublishSubscribeHistoryPresence(t *testing.T) {
 	if _, err := sub.Subscribe(ctx, "news", client.SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pub := dial(t, srv, "bob", client.Config{})
+	pub := dial(t, srv, "bob", client.Config{Loop: loop})
 	if _, err := pub.Subscribe(ctx, "news", client.SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -120,18 +139,18 @@ func TestPublishSubscribeHistoryPresence(t *testing.T) {
 	}
 }
 
-func TestErrors(t *testing.T) {
+func testErrors(t *testing.T, loop *client.Loop) {
 	srv := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 
-	_, err := client.Dial(ctx, client.Config{URL: srv.WebSocketURL(), Token: "forged"})
+	_, err := client.Dial(ctx, client.Config{URL: srv.WebSocketURL(), Token: "forged", Loop: loop})
 	var de *client.DisconnectError
 	if !errors.As(err, &de) || de.Code != 3500 {
 		t.Fatalf("bad token: got %v, want disconnect 3500", err)
 	}
 
-	c := dial(t, srv, "carol", client.Config{})
+	c := dial(t, srv, "carol", client.Config{Loop: loop})
 	err = c.Publish(ctx, "news", []byte(`{}`))
 	var se *client.Error
 	if !errors.As(err, &se) || se.Code != 103 {
@@ -143,9 +162,9 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestServerDisconnectIsReported(t *testing.T) {
+func testServerDisconnect(t *testing.T, loop *client.Loop) {
 	srv := startServer(t)
-	c := dial(t, srv, "dave", client.Config{})
+	c := dial(t, srv, "dave", client.Config{Loop: loop})
 	if n := srv.Node.Disconnect("dave", "", gateway.Disconnect{Code: 4000, Reason: "bye"}); n != 1 {
 		t.Fatalf("disconnected %d sessions, want 1", n)
 	}
@@ -158,4 +177,34 @@ func TestServerDisconnectIsReported(t *testing.T) {
 	if !errors.As(c.Err(), &de) || de.Code != 4000 {
 		t.Fatalf("got %v, want disconnect 4000", c.Err())
 	}
+}
+
+// Pushes of every WebSocket length form (7-bit, 16-bit, 64-bit) arrive whole.
+func TestLargePushes(t *testing.T) {
+	eachCarrier(t, func(t *testing.T, loop *client.Loop) {
+		srv := startServer(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		got := make(chan []byte, 4)
+		c := dial(t, srv, "erin", client.Config{Loop: loop, OnPublication: func(_ string, p *protocol.Publication) {
+			got <- append([]byte(nil), p.Data...)
+		}})
+		if _, err := c.Subscribe(ctx, "big", client.SubscribeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{10, 1000, 60000, 200000} {
+			data := []byte(`"` + strings.Repeat("y", n) + `"`)
+			if _, err := srv.Node.Publish(ctx, "big", data, gateway.PublishOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case d := <-got:
+				if string(d) != string(data) {
+					t.Fatalf("%d bytes: got %d bytes back", n, len(d))
+				}
+			case <-ctx.Done():
+				t.Fatalf("%d bytes: not delivered", n)
+			}
+		}
+	})
 }

@@ -7,8 +7,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"time"
+
+	"github.com/lesismal/nbio/logging"
 
 	"github.com/spindlehq/spindle/bench"
 )
@@ -26,6 +29,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "compare":
 		return benchCompare(args[1:], stdout, stderr)
 	case "worker":
+		// stdout carries the worker protocol: nbio's own log lines (its
+		// default logger prints to stdout) go to stderr instead.
+		logging.Output = stderr
 		if err := bench.RunWorker(ctx, os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintf(stderr, "spindle bench worker: %v\n", err)
 			return 1
@@ -69,6 +75,7 @@ func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	metrics := fs.String("metrics-listen", "", "serve Prometheus metrics of the run here, e.g. 127.0.0.1:9400")
 	quiet := fs.Bool("quiet", false, "no per-second progress")
 	inProcess := fs.Bool("in-process", false, "run workers as goroutines instead of processes")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with --in-process: of the workers too)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return 2
@@ -114,6 +121,19 @@ func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stderr, "bench %q: %d stages, %v, up to %.0f connections over %d workers\n",
 		sc.Name, len(sc.Stages), sc.Duration().Round(time.Millisecond), sc.MaxConnections(), sc.Workers)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := bench.Run(ctx, sc, opt)
 	if err != nil {
 		fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
