@@ -86,20 +86,24 @@ type agg struct {
 	creators              map[int64]int
 }
 
-type idGroup struct {
-	id    int64
+// idRun records that goroutines first..first+n-1 belong to one group.
+// Goroutine ids are handed out sequentially, so members of a group created
+// in a loop form one run and the index does not grow with the group's size.
+type idRun struct {
+	first int64
+	n     int32
 	group int32
 }
 
 // Analyzer folds goroutines into groups. Memory grows with the number of
-// distinct groups (plus 16 bytes per goroutine to find creators' groups),
-// not with the size of a group.
+// distinct groups (plus 16 bytes per run of consecutive goroutine ids in one
+// group, to find creators' groups), not with the size of a group.
 type Analyzer struct {
 	mode   GroupMode
 	seed   maphash.Seed
 	groups []*agg
 	index  map[uint64][]int32
-	ids    []idGroup
+	ids    []idRun
 	total  int
 	hasher maphash.Hash
 	buf    []byte
@@ -228,7 +232,11 @@ func (a *Analyzer) Add(g *Goroutine) {
 		if len(x.ids) < maxSampleIDs {
 			x.ids = append(x.ids, g.ID)
 		}
-		a.ids = append(a.ids, idGroup{g.ID, gi})
+		if k := len(a.ids) - 1; k >= 0 && a.ids[k].group == gi && a.ids[k].first+int64(a.ids[k].n) == g.ID && a.ids[k].n < 1<<30 {
+			a.ids[k].n++
+		} else {
+			a.ids = append(a.ids, idRun{first: g.ID, n: 1, group: gi})
+		}
 	}
 	if g.CreatorID != 0 {
 		if _, ok := x.creators[g.CreatorID]; ok || len(x.creators) < maxCreatorIDs {
@@ -448,13 +456,14 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // resolveCreators fills CreatorGroups: the groups that hold the goroutines
 // which created this group's members and are still alive.
 func (a *Analyzer) resolveCreators(r *Report, rank []int) {
-	sort.Slice(a.ids, func(i, j int) bool { return a.ids[i].id < a.ids[j].id })
+	sort.Slice(a.ids, func(i, j int) bool { return a.ids[i].first < a.ids[j].first })
 	for i := range r.Groups {
 		g := &r.Groups[i]
 		counts := map[int]int{}
 		for cid, n := range g.creatorIDCounts {
-			j := sort.Search(len(a.ids), func(k int) bool { return a.ids[k].id >= cid })
-			if j < len(a.ids) && a.ids[j].id == cid {
+			// The last run starting at or before cid holds it if it is long enough.
+			j := sort.Search(len(a.ids), func(k int) bool { return a.ids[k].first > cid }) - 1
+			if j >= 0 && cid < a.ids[j].first+int64(a.ids[j].n) {
 				counts[rank[a.ids[j].group]] += n
 			}
 		}

@@ -117,6 +117,8 @@ type Parser struct {
 	creator  bool // next location line belongs to CreatedBy
 	intern   map[string]string
 	skipArgs bool
+	argBuf   []byte     // argument text of the goroutine being built
+	argSpans [][2]int32 // per frame: its arguments in argBuf
 }
 
 // NewParser returns a parser reading from r. Gzip input must be unwrapped
@@ -205,6 +207,15 @@ func (p *Parser) finish() bool {
 	p.pendFn, p.creator = false, false
 	if sec != secGoroutine && sec != secRecord {
 		return false
+	}
+	if len(p.argSpans) > 0 {
+		all := string(p.argBuf)
+		for i, sp := range p.argSpans {
+			if sp[0] >= 0 && i < len(p.cur.Frames) {
+				p.cur.Frames[i].Args = all[sp[0]:sp[1]]
+			}
+		}
+		p.argBuf, p.argSpans = p.argBuf[:0], p.argSpans[:0]
 	}
 	p.cur, p.out = p.out, p.cur
 	p.cur.reset()
@@ -357,8 +368,8 @@ func (p *Parser) header(b []byte) bool {
 		p.skip(b)
 		return false
 	}
-	id, err := strconv.ParseInt(string(rest[:i]), 10, 64)
-	if err != nil {
+	id, ok := parseInt(rest[:i])
+	if !ok {
 		p.skip(b)
 		return false
 	}
@@ -382,8 +393,8 @@ func (p *Parser) header(b []byte) bool {
 			part = bytes.TrimSpace(part)
 			switch {
 			case bytes.HasSuffix(part, []byte(" minutes")):
-				if n, err := strconv.Atoi(string(bytes.TrimSuffix(part, []byte(" minutes")))); err == nil && n >= 0 {
-					g.WaitMinutes = n
+				if n, ok := parseInt(bytes.TrimSuffix(part, []byte(" minutes"))); ok && n < 1<<40 {
+					g.WaitMinutes = int(n)
 				}
 			case bytes.Equal(part, []byte("locked to thread")):
 				g.Locked = true
@@ -452,7 +463,7 @@ func (p *Parser) recordComment(b []byte) {
 	fn := fields[1]
 	var off uint64
 	if k := bytes.LastIndex(fn, []byte("+0x")); k > 0 {
-		off, _ = strconv.ParseUint(string(fn[k+3:]), 16, 64)
+		off = parseHex(fn[k+3:])
 		fn = fn[:k]
 	}
 	file, line, ok := splitFileLine(fields[2])
@@ -492,7 +503,20 @@ func (p *Parser) function(b []byte) bool {
 	}
 	f := Frame{Function: p.str(name)}
 	if !p.skipArgs {
-		f.Args = p.str(b[open+1 : len(b)-1])
+		// Argument values differ per goroutine: interning them would only
+		// grow the table. Inlined frames print "...", shared as a constant.
+		// They are gathered in one buffer and turned into one string per
+		// goroutine in finish; the frames get substrings of it.
+		args := b[open+1 : len(b)-1]
+		if string(args) == "..." {
+			f.Args = "..."
+			p.argSpans = append(p.argSpans, [2]int32{-1, -1})
+		} else if len(p.argBuf)+len(args) <= maxLineLen*4 {
+			p.argSpans = append(p.argSpans, [2]int32{int32(len(p.argBuf)), int32(len(p.argBuf) + len(args))})
+			p.argBuf = append(p.argBuf, args...)
+		} else {
+			p.argSpans = append(p.argSpans, [2]int32{-1, -1})
+		}
 	}
 	g.Frames = append(g.Frames, f)
 	p.pendFn = true
@@ -508,7 +532,7 @@ func (p *Parser) createdBy(b []byte) {
 	}
 	g := p.cur
 	if i := bytes.Index(b, []byte(" in goroutine ")); i >= 0 {
-		if id, err := strconv.ParseInt(string(b[i+len(" in goroutine "):]), 10, 64); err == nil {
+		if id, ok := parseInt(b[i+len(" in goroutine "):]); ok {
 			g.CreatorID = id
 		}
 		b = b[:i]
@@ -536,7 +560,7 @@ func (p *Parser) location(b []byte) {
 	}
 	var off uint64
 	if i := bytes.LastIndex(b, []byte(" +0x")); i >= 0 {
-		off, _ = strconv.ParseUint(string(b[i+4:]), 16, 64)
+		off = parseHex(b[i+4:])
 		b = b[:i]
 	}
 	file, line, ok := splitFileLine(b)
@@ -567,6 +591,40 @@ func splitFileLine(b []byte) (file []byte, line int, ok bool) {
 		n = n*10 + int(c-'0')
 	}
 	return b[:i], n, true
+}
+
+// parseInt parses a non-negative decimal without allocating.
+func parseInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// parseHex parses hex digits (no prefix) without allocating; 0 if malformed.
+func parseHex(b []byte) uint64 {
+	if len(b) == 0 || len(b) > 16 {
+		return 0
+	}
+	var n uint64
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			n = n<<4 | uint64(c-'0')
+		case c >= 'a' && c <= 'f':
+			n = n<<4 | uint64(c-'a'+10)
+		default:
+			return 0
+		}
+	}
+	return n
 }
 
 func allDigits(b []byte) bool {
