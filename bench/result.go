@@ -45,8 +45,24 @@ type Result struct {
 	Errors      map[string]uint64 `json:"errors"`      // kind → count
 	Disconnects map[string]uint64 `json:"disconnects"` // disconnect code → count
 
-	Server   *ServerStats `json:"server,omitempty"`
-	Timeline []Second     `json:"timeline"`
+	Server   *ServerStats  `json:"server,omitempty"`
+	Stages   []StageResult `json:"stages"`
+	Timeline []Second      `json:"timeline"`
+}
+
+// StageResult sums up the seconds of one scenario stage: the fan-out curve
+// is read from these (deliveries/s against p99 at each publish rate).
+type StageResult struct {
+	Stage          int     `json:"stage"` // 1-based
+	FromS          int     `json:"from_s"`
+	ToS            int     `json:"to_s"`
+	Connections    int     `json:"connections"`  // held at the end of the stage
+	PublishRate    float64 `json:"publish_rate"` // the stage's target at its end
+	PublishedPerS  float64 `json:"published_per_s"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+	P50            float64 `json:"p50_ms"`
+	P99            float64 `json:"p99_ms"`
+	P999           float64 `json:"p999_ms"`
 }
 
 // ConnStats counts connections.
@@ -188,6 +204,13 @@ func (r *Result) WriteText(w io.Writer) {
 	pl("publish→deliver", r.Latency)
 	pl("connect", r.Connect)
 	pl("subscribe", r.SubscribeLat)
+	if len(r.Stages) > 1 {
+		fmt.Fprintln(w, "stage  seconds   conns  pub/s target  pub/s   deliv/s      p50 ms    p99 ms  p99.9 ms")
+		for _, st := range r.Stages {
+			fmt.Fprintf(w, "%5d  %3d-%-3d  %6d  %12.0f  %5.0f  %8.0f  %10.2f  %8.2f  %8.2f\n", st.Stage, st.FromS, st.ToS,
+				st.Connections, st.PublishRate, st.PublishedPerS, st.DeliveriesPerS, st.P50, st.P99, st.P999)
+		}
+	}
 	if len(r.Spectrum) > 0 {
 		fmt.Fprintln(w, "publish→deliver spectrum:")
 		for _, q := range r.Spectrum {

@@ -435,6 +435,7 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 		})
 		res.Connections.Peak = max(res.Connections.Peak, s.conns)
 	}
+	res.Stages = r.stageResults()
 	r.mu.Unlock()
 
 	// The bench cannot vouch for latency it measured while late itself.
@@ -446,6 +447,41 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 		res.SaturationReason = fmt.Sprintf("the bench used %.0f%% of all cores", 100*res.ClientCPUShare)
 	}
 	return res, nil
+}
+
+// stageResults merges the per-second reports of each stage. Second n covers
+// (n-1, n] since the start; a second belongs to the stage it ends in.
+func (r *run) stageResults() []StageResult {
+	var out []StageResult
+	from := 0
+	for i, st := range r.sc.Stages {
+		var end time.Duration
+		for _, s := range r.sc.Stages[:i+1] {
+			end += s.Duration.D()
+		}
+		to := int(end / time.Second)
+		sr := StageResult{Stage: i + 1, FromS: from, ToS: to, PublishRate: st.PublishRate.value(st.Duration.D(), st.Duration.D())}
+		h := newHist()
+		var delivered, published uint64
+		for n := from + 1; n <= to; n++ {
+			s := r.seconds[n]
+			if s == nil {
+				continue
+			}
+			h.Merge(s.lat)
+			delivered += s.delivered
+			published += r.pub.perSecond(n)
+			sr.Connections = s.conns
+		}
+		if secs := float64(to - from); secs > 0 {
+			sr.DeliveriesPerS = float64(delivered) / secs
+			sr.PublishedPerS = float64(published) / secs
+		}
+		sr.P50, sr.P99, sr.P999 = ms(h.ValueAtQuantile(50)), ms(h.ValueAtQuantile(99)), ms(h.ValueAtQuantile(99.9))
+		out = append(out, sr)
+		from = to
+	}
+	return out
 }
 
 // runMetrics is the Prometheus view of a run in progress.
