@@ -60,6 +60,9 @@ func Diff(before, after *Report, interval time.Duration) *DiffReport {
 		}
 		if after {
 			d.Groups[i].After += g.Count
+			if d.Groups[i].State == "unknown" { // debug=1 before, a traceback after
+				d.Groups[i].State = g.State
+			}
 		} else {
 			d.Groups[i].Before += g.Count
 		}

@@ -111,6 +111,13 @@ func TestGoroutinesAnalyzeJSONContract(t *testing.T) {
 	if !strings.Contains(text, "\x1b[") {
 		t.Errorf("--color always printed no colour")
 	}
+	html := filepath.Join(dir, "r.html")
+	if _, stderr, code := runG(t, "analyze", "--html", html, path); code != 0 {
+		t.Fatalf("--html: %d %s", code, stderr)
+	}
+	if b, err := os.ReadFile(html); err != nil || !strings.Contains(string(b), `<details class="group" id="g1" data-count="40" data-state="chan send">`) {
+		t.Errorf("HTML report: %v", err)
+	}
 }
 
 func runGoroutinesStdin(t *testing.T, in []byte, args ...string) (string, string, int) {
