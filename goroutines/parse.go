@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"strconv"
 	"time"
 )
@@ -167,6 +168,18 @@ func (p *Parser) Next() bool {
 	return p.finish()
 }
 
+// All iterates over the remaining goroutines. Each yielded goroutine is
+// overwritten by the next one; use Clone to keep it. Check Err afterwards.
+func (p *Parser) All() iter.Seq[*Goroutine] {
+	return func(yield func(*Goroutine) bool) {
+		for p.Next() {
+			if !yield(p.Goroutine()) {
+				return
+			}
+		}
+	}
+}
+
 // readLine returns the next line without its line ending. Over-long lines
 // are consumed, counted as skipped and returned as an empty marker.
 func (p *Parser) readLine() ([]byte, error) {
@@ -234,6 +247,13 @@ func (p *Parser) line(b []byte) bool {
 	case '\t':
 		p.location(b[1:])
 		return false
+	case ' ':
+		// Dumps pasted through chat or web pages often have the tab before
+		// file:line turned into spaces.
+		if p.sec == secGoroutine && (p.pendFn || p.creator) {
+			p.location(bytes.TrimLeft(b, " "))
+			return false
+		}
 	case 'g':
 		if bytes.HasPrefix(b, []byte("goroutine ")) {
 			return p.header(b)

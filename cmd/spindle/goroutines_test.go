@@ -188,7 +188,33 @@ func TestGoroutinesWatch(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	stdout, stderr, code := runG(t, "watch", "--every", "50ms", "--count", "4", "--json", srv.URL+"/debug/pprof/goroutine")
+
+	// analyze fetches a URL too (debug=2 is added).
+	stdout, stderr, code := runG(t, "analyze", "--json", srv.URL+"/debug/pprof/goroutine")
+	if code != 0 {
+		t.Fatalf("analyze URL: exit %d: %s", code, stderr)
+	}
+	var one struct {
+		Format string `json:"format"`
+		Groups []struct {
+			Count       int    `json:"count"`
+			State       string `json:"state"`
+			TopFunction string `json:"top_function"`
+		} `json:"groups"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &one); err != nil {
+		t.Fatal(err)
+	}
+	okURL := false
+	for _, g := range one.Groups {
+		if strings.HasSuffix(g.TopFunction, ".leakyWorker") && g.Count == 5 && g.State == "chan receive" {
+			okURL = true
+		}
+	}
+	if !okURL || one.Format != "traceback" {
+		t.Errorf("analyze URL: %s", stdout)
+	}
+	stdout, stderr, code = runG(t, "watch", "--every", "50ms", "--count", "4", "--json", srv.URL+"/debug/pprof/goroutine")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -223,7 +249,7 @@ func TestGoroutinesWatch(t *testing.T) {
 			found = &last.Growing[i]
 		}
 	}
-	if found == nil || found.Delta != 5 || found.Streak != 3 || found.Count != 20 {
+	if found == nil || found.Delta != 5 || found.Streak != 3 || found.Count != 25 {
 		t.Fatalf("leakyWorker growth in last poll: %+v\n%s", found, stdout)
 	}
 	// Text mode names the growing group too.
