@@ -545,11 +545,8 @@ func patterns(groups []Group) []Pattern {
 	for i := range out {
 		p := &out[i]
 		var frames []Frame
-		for _, g := range groups {
-			if g.ID == p.Groups[0] {
-				frames = g.Stack
-				break
-			}
+		if id := p.Groups[0]; id >= 1 && id <= len(groups) && groups[id-1].ID == id {
+			frames = groups[id-1].Stack // ids are ranks: group id sits at index id-1
 		}
 		p.Text = describe(p.Kind, p.Count, frames) + " in " + p.Function + " at " + location(p.File, p.Line) + waitWords(p.WaitMinutesMin, p.WaitMinutesMax)
 	}

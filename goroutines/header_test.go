@@ -96,3 +96,22 @@ func TestParserAllAndClone(t *testing.T) {
 		}
 	}
 }
+
+func TestElidedForms(t *testing.T) {
+	in := "goroutine 4 [select]:\nmain.a(...)\n\t/m.go:1\n...additional frames elided...\n" +
+		"created by main.b in goroutine 1\n\t/m.go:9 +0x2\n\n" +
+		"goroutine 5 [select]:\nmain.a(...)\n\t/m.go:1\n...37 frames elided...\nmain.c(0x1)\n\t/m.go:5 +0x1\n\n"
+	p := NewParser(strings.NewReader(in))
+	var got []string
+	for g := range p.All() {
+		var fns []string
+		for _, f := range g.Frames {
+			fns = append(fns, f.Function)
+		}
+		got = append(got, strings.Join(fns, ",")+"|"+g.CreatedBy.Function+"|"+itoa(g.Elided)+"|"+itoa(int(g.CreatorID)))
+	}
+	want := []string{"main.a|main.b|1|1", "main.a,main.c||37|0"}
+	if !reflect.DeepEqual(got, want) || p.Dump().SkippedLines != 0 {
+		t.Errorf("got %q want %q (skipped %v)", got, want, p.Dump().Skipped)
+	}
+}

@@ -141,7 +141,7 @@ func TestPanicInGoroutine(t *testing.T) {
 }
 
 func TestSIGQUIT(t *testing.T) {
-	for _, tb := range []string{"all", "system", "crash"} {
+	for _, tb := range []string{"single", "all", "system", "crash"} {
 		out := runDump(t, "broadcast", "wait", "GOTRACEBACK="+tb)
 		if !bytes.HasPrefix(out, []byte("SIGQUIT: quit\n")) {
 			t.Fatalf("%s: unexpected start %q", tb, out[:min(len(out), 40)])
