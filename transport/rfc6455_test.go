@@ -308,4 +308,13 @@ func TestPendingAccounting(t *testing.T) {
 	if c.Pending() == 0 {
 		t.Fatal("12 MB written to a peer that does not read, pending is 0")
 	}
+	// A peer that says goodbye is owed nothing more: not a slow consumer.
+	w.frame(true, 0, OpClose, []byte{0x03, 0xe8}, true)
+	deadline := time.Now().Add(3 * time.Second)
+	for c.Pending() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending %d after the peer's close frame", c.Pending())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -66,6 +66,7 @@ type Conn struct {
 	written   atomic.Int64 // bytes the kernel accepted
 	progress  atomic.Int64 // monotonic nanoseconds of the last kernel write
 	closeOnce sync.Once
+	closing   atomic.Bool // a close frame was sent or received: nothing more is owed to the peer
 }
 
 var monoStart = time.Now()
@@ -113,6 +114,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	})
 	u.SetCloseHandler(func(ws *websocket.Conn, code int, text string) {
 		if c, ok := ws.Session().(*Conn); ok {
+			c.closing.Store(true)
 			if code == 1005 || code == 0 {
 				_ = c.Write(AppendFrame(nil, OpClose, nil))
 			} else {
@@ -224,14 +226,19 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 func (c *Conn) Write(b []byte) error {
 	c.handed.Add(int64(len(b)))
 	if _, err := c.ws.Conn.Write(b); err != nil {
+		c.handed.Add(-int64(len(b))) // never to be written: not pending
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
 }
 
 // Pending is the number of bytes written to the connection that the kernel
-// has not accepted yet.
+// has not accepted yet; 0 once the connection is closing, when nothing more
+// is owed to the peer (a peer that closed is not a slow consumer).
 func (c *Conn) Pending() int64 {
+	if c.closing.Load() {
+		return 0
+	}
 	p := c.handed.Load() - c.written.Load()
 	if p < 0 {
 		return 0
@@ -247,6 +254,7 @@ func (c *Conn) LastProgress() int64 { return c.progress.Load() }
 func (c *Conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
 		_ = c.Write(CloseFrame(code, reason))
+		c.closing.Store(true)
 		// Give the event loop a moment to flush the close frame before the
 		// socket goes; nbio closes after pending writes when it can.
 		_ = c.ws.Conn.Close()
@@ -255,7 +263,7 @@ func (c *Conn) Close(code int, reason string) {
 
 // Abort closes the socket without a close frame.
 func (c *Conn) Abort() {
-	c.closeOnce.Do(func() { _ = c.ws.Conn.Close() })
+	c.closeOnce.Do(func() { c.closing.Store(true); _ = c.ws.Conn.Close() })
 }
 
 // RemoteAddr is the peer's address.
