@@ -115,3 +115,12 @@ func TestElidedForms(t *testing.T) {
 		t.Errorf("got %q want %q (skipped %v)", got, want, p.Dump().Skipped)
 	}
 }
+
+func TestRecordStartNeedsPCs(t *testing.T) {
+	in := "12 @ home: log line\n" +
+		"goroutine profile: total 2\n2 @ 0x47e80e 0x4159ee\n#\t0x4159ed\tmain.f+0x1d\t/m.go:4\n\n"
+	r, err := Analyze(strings.NewReader(in), Options{})
+	if err != nil || r.Total != 2 || r.SkippedLines != 1 || len(r.Groups) != 1 || r.Groups[0].TopFunction != "main.f" {
+		t.Fatalf("total %d skipped %v groups %+v err %v", r.Total, r.Skipped, r.Groups, err)
+	}
+}

@@ -279,7 +279,7 @@ func (p *Parser) line(b []byte) bool {
 			return false
 		}
 	case '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		if i := bytes.Index(b, []byte(" @")); i > 0 && allDigits(b[:i]) {
+		if i := bytes.Index(b, []byte(" @")); i > 0 && allDigits(b[:i]) && pcList(b[i+2:]) {
 			done := p.finish()
 			p.startRecord(b[:i])
 			return done
@@ -645,6 +645,19 @@ func parseHex(b []byte) uint64 {
 		}
 	}
 	return n
+}
+
+// pcList matches the " 0x4f1a 0x4f2b" after "N @" in a debug=1 record.
+func pcList(b []byte) bool {
+	if len(b) == 0 {
+		return true // pprof prints "N @" with no PCs for an empty stack
+	}
+	for _, f := range bytes.Fields(b) {
+		if len(f) < 3 || f[0] != '0' || f[1] != 'x' {
+			return false
+		}
+	}
+	return true
 }
 
 func allDigits(b []byte) bool {
