@@ -234,3 +234,27 @@ func TestFixtures(t *testing.T) {
 		t.Errorf("leak profile: leaked %d skipped %v\n%s", leaked, r.Skipped, summary(r))
 	}
 }
+
+func TestNetworkAndSelect(t *testing.T) {
+	r := analyzeBytes(t, runDump(t, "net", "debug2"), Loose)
+	if r.Total != 11 || r.SkippedLines != 0 {
+		t.Fatalf("total %d skipped %d:\n%s", r.Total, r.SkippedLines, summary(r))
+	}
+	wantStates(t, r, map[string]int{"IO wait": 6, "select": 4, "running": 1})
+	conn := groupBy(t, r, "main.handleConn", "IO wait")
+	if conn.Count != 5 || conn.Blocking != "network-io" || conn.CreatedBy != "main.acceptLoop" ||
+		!strings.HasPrefix(conn.Description, "5 goroutines waiting to read from the network in main.handleConn") {
+		t.Errorf("conn group %+v", conn)
+	}
+	acc := groupBy(t, r, "main.acceptLoop", "IO wait")
+	if acc.Count != 1 || !strings.HasPrefix(acc.Description, "1 goroutine waiting to accept network connections") {
+		t.Errorf("accept group %+v", acc)
+	}
+	if !reflect.DeepEqual(conn.CreatorGroups, []int{acc.ID}) {
+		t.Errorf("conn creator groups %v, want [%d]", conn.CreatorGroups, acc.ID)
+	}
+	sel := groupBy(t, r, "main.waitEither", "select")
+	if sel.Count != 4 || !strings.HasPrefix(sel.Description, "4 goroutines waiting in a select with no ready case (no timeout fired) in main.waitEither") {
+		t.Errorf("select group %+v", sel)
+	}
+}

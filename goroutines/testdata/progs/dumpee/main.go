@@ -1,7 +1,7 @@
 // Command dumpee builds known goroutine populations and dumps them, so the
 // goroutines package can be tested on real output of the Go runtime.
 //
-//	dumpee -scenario broadcast|mutex|labels|deadlock|panic -out debug1|debug2|wait [-msgs N]
+//	dumpee -scenario broadcast|mutex|labels|net|deadlock|panic -out debug1|debug2|wait [-msgs N]
 //
 // With -out wait it prints "ready" and blocks until killed (send SIGQUIT for
 // a traceback). Counts are fixed so tests can check them exactly.
@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"runtime/pprof"
 	"sync"
@@ -56,6 +57,28 @@ func serveConn(ctx context.Context, in chan int) {
 	<-in
 }
 
+func acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go handleConn(c)
+	}
+}
+
+func handleConn(c net.Conn) {
+	buf := make([]byte, 1)
+	c.Read(buf) // clients never write: blocks in IO wait
+}
+
+func waitEither(a, b chan int) {
+	select {
+	case <-a:
+	case <-b:
+	}
+}
+
 func worker(id int, jobs chan int) {
 	if id == 3 {
 		time.Sleep(50 * time.Millisecond)
@@ -65,7 +88,7 @@ func worker(id int, jobs chan int) {
 }
 
 func main() {
-	scenario := flag.String("scenario", "broadcast", "broadcast, mutex, labels, deadlock or panic")
+	scenario := flag.String("scenario", "broadcast", "broadcast, mutex, labels, net, deadlock or panic")
 	out := flag.String("out", "debug2", "debug1, debug2 or wait")
 	msgs := flag.Int("msgs", 10, "messages published in the broadcast scenario")
 	flag.Parse()
@@ -106,6 +129,28 @@ func main() {
 				go serveConn(ctx, in)
 			})
 		}
+	case "net":
+		// 5 connections blocked reading, 1 accept loop, 4 goroutines in a select.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go acceptLoop(ln)
+		var conns []net.Conn
+		for i := 0; i < 5; i++ {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			conns = append(conns, c)
+		}
+		a, b := make(chan int), make(chan int)
+		for i := 0; i < 4; i++ {
+			go waitEither(a, b)
+		}
+		defer func() { _ = conns }()
 	case "deadlock":
 		jobs := make(chan int)
 		for i := 0; i < 3; i++ {
