@@ -78,7 +78,15 @@ func TestSlowConsumer(t *testing.T) {
 	wg.Wait()
 	for i := range counts {
 		if got := counts[i].Load(); got != n {
-			t.Fatalf("fast client %d received %d of %d", i, got, n)
+			select {
+			case <-clients[i].done:
+				t.Errorf("fast client %d: connection ended: %v", i, clients[i].err)
+			default:
+				t.Errorf("fast client %d: still connected, nothing for 10s", i)
+			}
+			t.Fatalf("fast client %d received %d of %d (server: %d clients, %v slow-consumer disconnects, %v server disconnects in all)",
+				i, got, n, srv.Node.NumClients(), metricValue(t, srv, "spindle_slow_consumer_disconnects_total"),
+				metricValue(t, srv, "spindle_disconnects_total"))
 		}
 	}
 	t.Logf("%d publications to %d fast clients in %v while one client was stuck", n, fast, time.Since(start))

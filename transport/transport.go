@@ -87,7 +87,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		cfg.MaxMessageSize = 64 << 10
 	}
 	s := &Server{cfg: cfg, h: h, log: cfg.Logger}
-	logging.SetLogger(nbioLogger{cfg.Logger})
+	useNbioLogger(cfg.Logger)
 
 	u := websocket.NewUpgrader()
 	u.MessageLengthLimit = cfg.MaxMessageSize
@@ -313,9 +313,31 @@ func (l *drainListener) Close() error {
 // raceHooks is set in race builds only, see race.go.
 var raceHooks func(*nbhttp.Engine)
 
-type nbioLogger struct{ l *slog.Logger }
+// nbio logs through one process-wide logger, read by every engine's
+// goroutines (a server's, and a bench client's): install it once and swap
+// the slog.Logger behind it atomically; the latest server's logger wins.
+var (
+	nbioLogOnce sync.Once
+	nbioLog     atomic.Pointer[slog.Logger]
+)
 
-func (n nbioLogger) Debug(format string, v ...any) { n.l.Debug("nbio: " + fmt.Sprintf(format, v...)) }
-func (n nbioLogger) Info(format string, v ...any)  { n.l.Debug("nbio: " + fmt.Sprintf(format, v...)) }
-func (n nbioLogger) Warn(format string, v ...any)  { n.l.Warn("nbio: " + fmt.Sprintf(format, v...)) }
-func (n nbioLogger) Error(format string, v ...any) { n.l.Error("nbio: " + fmt.Sprintf(format, v...)) }
+func useNbioLogger(l *slog.Logger) {
+	nbioLog.Store(l)
+	nbioLogOnce.Do(func() { logging.SetLogger(nbioLogger{}) })
+}
+
+type nbioLogger struct{}
+
+func (nbioLogger) SetLevel(int) {}
+func (nbioLogger) Debug(format string, v ...any) {
+	nbioLog.Load().Debug("nbio: " + fmt.Sprintf(format, v...))
+}
+func (nbioLogger) Info(format string, v ...any) {
+	nbioLog.Load().Debug("nbio: " + fmt.Sprintf(format, v...))
+}
+func (nbioLogger) Warn(format string, v ...any) {
+	nbioLog.Load().Warn("nbio: " + fmt.Sprintf(format, v...))
+}
+func (nbioLogger) Error(format string, v ...any) {
+	nbioLog.Load().Error("nbio: " + fmt.Sprintf(format, v...))
+}
