@@ -34,6 +34,9 @@ func buildProg(t testing.TB, name string) string {
 		return bin
 	}
 	cmd := exec.Command("go", "build", "-o", bin, "./testdata/progs/"+name)
+	// Without cgo: the net package would otherwise link the cgo resolver,
+	// and a cgo program never reports "all goroutines are asleep".
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
@@ -133,4 +136,20 @@ func wantStates(t testing.TB, r *Report, want map[string]int) {
 			t.Errorf("states[%q] = %d, want %d (all: %v)", k, r.States[k], v, r.States)
 		}
 	}
+}
+
+// lineOf is the 1-based line of the first line of file containing substr.
+func lineOf(t *testing.T, file, substr string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, substr) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%s has no line with %q", file, substr)
+	return 0
 }

@@ -22,8 +22,8 @@ func TestBroadcastLeakDebug2(t *testing.T) {
 		d.CreatedBy != "main.(*hub).publisher" || d.ID != 1 {
 		t.Fatalf("largest group = %+v", d)
 	}
-	if !strings.HasSuffix(d.TopFile, "testdata/progs/dumpee/main.go") || d.TopLine != 26 {
-		t.Errorf("deliver at %s:%d, want dumpee/main.go:26", d.TopFile, d.TopLine)
+	if want := lineOf(t, "testdata/progs/dumpee/main.go", "sub <- msg"); !strings.HasSuffix(d.TopFile, "testdata/progs/dumpee/main.go") || d.TopLine != want {
+		t.Errorf("deliver at %s:%d, want dumpee/main.go:%d", d.TopFile, d.TopLine, want)
 	}
 	pub := groupBy(t, r, "main.(*hub).publisher", "chan receive")
 	if pub.Count != 1 || !reflect.DeepEqual(d.CreatorGroups, []int{pub.ID}) {
@@ -112,7 +112,7 @@ func TestDeadlock(t *testing.T) {
 		t.Fatalf("total %d skipped %d:\n%s", r.Total, r.SkippedLines, summary(r))
 	}
 	wantStates(t, r, map[string]int{"sync.WaitGroup.Wait": 1, "chan receive": 3})
-	g := groupBy(t, r, "main.main.func3", "chan receive")
+	g := groupBy(t, r, "main.waitJob", "chan receive")
 	if g.Count != 3 || g.CreatedBy != "main.main" {
 		t.Errorf("workers %+v", g)
 	}

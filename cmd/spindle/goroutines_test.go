@@ -21,7 +21,9 @@ import (
 func dumpeeDump(t *testing.T, args ...string) []byte {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "dumpee")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../goroutines/testdata/progs/dumpee").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", bin, "../../goroutines/testdata/progs/dumpee")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // a cgo program never reports a deadlock
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build dumpee: %v\n%s", err, out)
 	}
 	out, err := exec.Command(bin, args...).Output()
@@ -88,7 +90,7 @@ func TestGoroutinesAnalyzeJSONContract(t *testing.T) {
 		g.CreatedBy == nil || *g.CreatedBy != "main.(*hub).publisher" || g.WaitMinutesMax == nil || *g.WaitMinutesMax != 0 {
 		t.Errorf("group 0: %+v", g)
 	}
-	if len(g.Stack) == 0 || g.Stack[0].Function != "main.(*hub).deliver" || g.Stack[0].Line != 26 ||
+	if len(g.Stack) == 0 || g.Stack[0].Function != "main.(*hub).deliver" || g.Stack[0].Line != dumpeeLine(t, "sub <- msg") ||
 		!strings.HasSuffix(g.Stack[0].File, "dumpee/main.go") {
 		t.Errorf("stack %+v", g.Stack)
 	}
@@ -264,4 +266,20 @@ func TestGoroutinesWatch(t *testing.T) {
 	if code := runGoroutines(ctx, []string{"watch", "--every", "50ms", srv.URL + "/debug/pprof/goroutine"}, &o, &e); code != 0 {
 		t.Errorf("cancelled watch exit %d: %s", code, e.String())
 	}
+}
+
+// dumpeeLine is the line of dumpee's main.go that contains substr.
+func dumpeeLine(t *testing.T, substr string) int {
+	t.Helper()
+	b, err := os.ReadFile("../../goroutines/testdata/progs/dumpee/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, substr) {
+			return i + 1
+		}
+	}
+	t.Fatalf("dumpee has no line with %q", substr)
+	return 0
 }

@@ -79,6 +79,11 @@ func waitEither(a, b chan int) {
 	}
 }
 
+func waitJob(wg *sync.WaitGroup, jobs chan int) {
+	defer wg.Done()
+	<-jobs // nobody sends
+}
+
 func worker(id int, jobs chan int) {
 	if id == 3 {
 		time.Sleep(50 * time.Millisecond)
@@ -155,7 +160,7 @@ func main() {
 		jobs := make(chan int)
 		for i := 0; i < 3; i++ {
 			wg.Add(1)
-			go func() { defer wg.Done(); <-jobs }()
+			go waitJob(&wg, jobs)
 		}
 		time.Sleep(100 * time.Millisecond)
 		wg.Wait() // all goroutines are asleep - deadlock!
