@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"sync"
 	"time"
 
@@ -28,6 +29,9 @@ type Loop struct {
 // NewLoop starts an event loop with the given number of poller goroutines
 // (0: one per CPU).
 func NewLoop(pollers int) (*Loop, error) {
+	if pollers <= 0 {
+		pollers = runtime.NumCPU() // nbio's own default is a quarter of that
+	}
 	l := &Loop{e: nbio.NewEngine(nbio.Config{NPoller: pollers, ReadBufferSize: 64 << 10})}
 	l.e.OnData(func(c *nbio.Conn, data []byte) {
 		if lc, ok := c.Session().(*loopConn); ok {
