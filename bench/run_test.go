@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +160,45 @@ func TestScenarioValidation(t *testing.T) {
 	sc.Truncate(5 * time.Second)
 	if sc.Duration() != 5*time.Second || sc.MaxConnections() != 50 {
 		t.Errorf("truncated ramp: %v, max %v; want 5s and 50", sc.Duration(), sc.MaxConnections())
+	}
+}
+
+// While a run goes, its Prometheus endpoint shows the connections it holds.
+func TestRunServesMetrics(t *testing.T) {
+	srv := startServer(t, nil)
+	sc := scenario(t, srv, `
+stages:
+  - duration: 2s
+    connections: {to: 7}
+drain: 100ms
+`)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := bench.Run(context.Background(), sc, bench.Options{MetricsListen: addr})
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), `bench_connections{worker="0"} 7`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bench_connections never reached 7 on the metrics endpoint")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
