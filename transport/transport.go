@@ -58,7 +58,6 @@ type Server struct {
 // Conn is one WebSocket connection. Write and Close are safe for concurrent use.
 type Conn struct {
 	ws      *websocket.Conn
-	Request *http.Request // the upgrade request (headers, remote address)
 	// Session belongs to the Handler; set it in OnOpen.
 	Session any
 
@@ -214,7 +213,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	c := &Conn{ws: ws, Request: r}
+	c := &Conn{ws: ws} // the request is not kept: a connection costs its header maps otherwise
 	c.progress.Store(Mono())
 	ws.SetSession(c)
 	s.h.OnOpen(c)
