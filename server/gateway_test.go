@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/config"
 )
 
@@ -474,5 +475,33 @@ func TestServerAPI(t *testing.T) {
 	api(t, srv, "key", "disconnect", map[string]any{"user": "u1", "disconnect": map[string]any{"code": 4000, "reason": "bye"}})
 	if code, reason := c.closeCode(3 * time.Second); code != 4000 || reason != "bye" {
 		t.Fatalf("disconnect: %d %q", code, reason)
+	}
+}
+
+// The token's channels claim subscribes the connection on connect: the
+// connect reply lists the subscription, publications arrive without a
+// subscribe command, and a channel the config does not know is skipped.
+func TestServerSideSubscriptions(t *testing.T) {
+	srv := startServer(t, nil)
+	c := dial(t, srv, nil)
+	tok, err := auth.MintConnect(secret, auth.ConnectClaims{UserID: "9", Channels: []string{"alerts", "nope:x"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.connect(tok)
+	res := field[struct {
+		Subs map[string]json.RawMessage `json:"subs"`
+	}](t, r["connect"])
+	if _, ok := res.Subs["alerts"]; !ok || len(res.Subs) != 1 {
+		t.Fatalf("connect subs = %v, want only alerts", res.Subs)
+	}
+	publish(t, srv, "alerts", `{"level":"high"}`)
+	p, ok := c.nextPush(3 * time.Second)
+	if !ok || p.Pub == nil || p.Channel != "alerts" || string(p.Pub.Data) != `{"level":"high"}` {
+		t.Fatalf("push = %+v", p)
+	}
+	// An explicit subscribe to the same channel is refused as a duplicate.
+	if e := c.cmd("subscribe", map[string]any{"channel": "alerts"})["error"]; !strings.Contains(string(e), "105") {
+		t.Fatalf("second subscribe: error %s, want 105 already subscribed", e)
 	}
 }
