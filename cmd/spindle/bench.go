@@ -43,22 +43,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 }
 
-// parseInterleaved parses flags that may come before or after positional
-// arguments (`run SCENARIO.yaml --duration 10s`).
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench run", flag.ContinueOnError)
 	fs.SetOutput(stderr)

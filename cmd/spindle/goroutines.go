@@ -147,10 +147,11 @@ func goroutinesAnalyze(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	out := addOutputFlags(fs, true)
 	group := fs.String("group", "loose", "grouping: loose (ignore argument values and offsets) or exact")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return 2
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "spindle goroutines analyze: want exactly one dump (file, - or URL)")
 		return 2
 	}
@@ -164,7 +165,7 @@ func goroutinesAnalyze(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
 		return 2
 	}
-	r, err := loadReport(ctx, fs.Arg(0), mode, stderr)
+	r, err := loadReport(ctx, pos[0], mode, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
 		return 1
@@ -192,10 +193,11 @@ func goroutinesDiff(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	out := addOutputFlags(fs, true)
 	interval := fs.Duration("interval", 0, "time between the dumps, for growth per second (default: from timestamps in the dumps or fetch times of URLs)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return 2
 	}
-	if fs.NArg() != 2 {
+	if len(pos) != 2 {
 		fmt.Fprintln(stderr, "spindle goroutines diff: want two dumps: BEFORE AFTER")
 		return 2
 	}
@@ -208,12 +210,12 @@ func goroutinesDiff(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
 		return 2
 	}
-	before, err := loadReport(ctx, fs.Arg(0), goroutines.Loose, stderr)
+	before, err := loadReport(ctx, pos[0], goroutines.Loose, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
 		return 1
 	}
-	after, err := loadReport(ctx, fs.Arg(1), goroutines.Loose, stderr)
+	after, err := loadReport(ctx, pos[1], goroutines.Loose, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
 		return 1
@@ -244,10 +246,11 @@ func goroutinesWatch(ctx context.Context, args []string, stdout, stderr io.Write
 	every := fs.Duration("every", 10*time.Second, "polling interval")
 	count := fs.Int("count", 0, "stop after this many polls; 0 polls until interrupted")
 	streak := fs.Int("streak", 2, "consecutive growths before a group is reported as growing")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return 2
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "spindle goroutines watch: want one http(s) URL of /debug/pprof/goroutine")
 		return 2
 	}
@@ -255,7 +258,7 @@ func goroutinesWatch(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "spindle goroutines watch: --every must be positive, --count ≥ 0, --streak ≥ 1")
 		return 2
 	}
-	url := fs.Arg(0)
+	url := pos[0]
 	if len(url) < 7 || (url[:7] != "http://" && (len(url) < 8 || url[:8] != "https://")) {
 		fmt.Fprintln(stderr, "spindle goroutines watch: the dump must be an http(s) URL")
 		return 2

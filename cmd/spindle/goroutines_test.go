@@ -254,8 +254,9 @@ func TestGoroutinesWatch(t *testing.T) {
 	if found == nil || found.Delta != 5 || found.Streak != 3 || found.Count != 25 {
 		t.Fatalf("leakyWorker growth in last poll: %+v\n%s", found, stdout)
 	}
-	// Text mode names the growing group too.
-	text, _, code := runG(t, "watch", "--every", "30ms", "--count", "3", srv.URL+"/debug/pprof/goroutine")
+	// Text mode names the growing group too; flags may follow the URL, as
+	// in the documented `watch URL --every 10s`.
+	text, _, code := runG(t, "watch", srv.URL+"/debug/pprof/goroutine", "--every", "30ms", "--count", "3")
 	if code != 0 || !strings.Contains(text, "growing") || !strings.Contains(text, "leakyWorker") {
 		t.Errorf("text watch:\n%s", text)
 	}
