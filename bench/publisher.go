@@ -90,8 +90,9 @@ func newPublisher(ctx context.Context, sc *Scenario) (*publisher, error) {
 	return p, nil
 }
 
-// run publishes until the stages end and returns the publish log.
-func (p *publisher) run(ctx context.Context, start time.Time) *publishLog {
+// run publishes until the stages end or stop is cancelled and returns the
+// publish log; publications already scheduled complete under ctx.
+func (p *publisher) run(stop, ctx context.Context, start time.Time) *publishLog {
 	p.start = start
 	var wg sync.WaitGroup
 	for i, q := range p.queues {
@@ -108,10 +109,10 @@ func (p *publisher) run(ctx context.Context, start time.Time) *publishLog {
 		if d := time.Until(next); d > 0 {
 			select {
 			case <-time.After(d):
-			case <-ctx.Done():
+			case <-stop.Done():
 			}
 		}
-		if ctx.Err() != nil {
+		if stop.Err() != nil {
 			break
 		}
 		if rate <= 0 {

@@ -16,9 +16,10 @@ import (
 // Result is what a run measured; its JSON is the contract described in
 // bench/scenarios/README.md (fields are added, never renamed).
 type Result struct {
-	Scenario  string    `json:"scenario"`
-	Started   time.Time `json:"started"`
-	DurationS float64   `json:"duration_s"`
+	Scenario    string    `json:"scenario"`
+	Started     time.Time `json:"started"`
+	DurationS   float64   `json:"duration_s"`
+	Interrupted bool      `json:"interrupted,omitempty"` // stopped before the stages ended
 
 	Connections ConnStats `json:"connections"`
 
@@ -193,7 +194,11 @@ func ReadResult(path string) (*Result, error) {
 
 // WriteText writes a summary with the latency spectrum.
 func (r *Result) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "scenario %s: %.1fs\n", r.Scenario, r.DurationS)
+	fmt.Fprintf(w, "scenario %s: %.1fs", r.Scenario, r.DurationS)
+	if r.Interrupted {
+		fmt.Fprint(w, " (interrupted before the stages ended)")
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "connections: target %d, established %d (%.0f/s), failed %d, peak %d\n",
 		r.Connections.Target, r.Connections.Established, r.Connections.RatePerS, r.Connections.Failed, r.Connections.Peak)
 	fmt.Fprintf(w, "published %d (failed %d, %.0f/s); delivered %d of %d expected (%.0f/s); missing %d, duplicates %d, out of order %d\n",

@@ -37,9 +37,13 @@ type Options struct {
 	MetricsListen string
 }
 
-// Run carries out the scenario and returns what it measured.
-func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
-	ctx, cancel := context.WithCancel(ctx)
+// Run carries out the scenario and returns what it measured. Cancelling
+// ctx (an interrupt) stops publishing early; the workers still report, so
+// the result covers the run so far and says it was interrupted.
+func Run(stop context.Context, sc *Scenario, opt Options) (*Result, error) {
+	// ctx is the run's own lifetime: workers, sampler and in-flight
+	// publications outlive an interrupt until the results are in.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now().Add(time.Second).Truncate(time.Millisecond) // time for workers to start
 	r := &run{sc: sc, opt: opt, start: start, seconds: map[int]*secondAgg{}, metrics: newRunMetrics()}
@@ -90,8 +94,12 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 	secDone := make(chan struct{})
 	go func() { defer close(secDone); r.sampleServer(ctx) }()
 
-	log := pub.run(ctx, start)
-	r.drain(ctx)
+	log := pub.run(stop, ctx, start)
+	if stop.Err() != nil {
+		time.Sleep(sc.Drain.D()) // interrupted: a short drain, then report
+	} else {
+		r.drain(ctx)
+	}
 	for _, w := range workers {
 		if err := w.sendMsg(toWorker{Finish: log}); err != nil {
 			return nil, err
@@ -121,6 +129,7 @@ func Run(ctx context.Context, sc *Scenario, opt Options) (*Result, error) {
 	if opt.ServerPID != 0 {
 		res.Server = r.serverStats(rss0)
 	}
+	res.Interrupted = stop.Err() != nil
 	return res, nil
 }
 

@@ -202,3 +202,32 @@ drain: 100ms
 		t.Fatal(err)
 	}
 }
+
+// An interrupt stops publishing early, and the run still reports what it
+// measured so far, every publication accounted for.
+func TestRunInterrupted(t *testing.T) {
+	srv := startServer(t, nil)
+	sc := scenario(t, srv, `
+stages:
+  - duration: 30s
+    connections: {to: 10}
+    publish_rate: {to: 50}
+drain: 300ms
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res, err := bench.Run(ctx, sc, bench.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("interrupted run took %v", took)
+	}
+	if !res.Interrupted || res.Published == 0 || res.PublishFailed != 0 {
+		t.Errorf("interrupted %v, published %d, failed %d", res.Interrupted, res.Published, res.PublishFailed)
+	}
+	if res.Delivered == 0 || res.Delivered != res.ExpectedDeliveries || res.Missing != 0 {
+		t.Errorf("delivered %d of %d, missing %d", res.Delivered, res.ExpectedDeliveries, res.Missing)
+	}
+}

@@ -32,7 +32,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		// stdout carries the worker protocol: nbio's own log lines (its
 		// default logger prints to stdout) go to stderr instead.
 		logging.Output = stderr
-		if err := bench.RunWorker(ctx, os.Stdin, os.Stdout); err != nil {
+		// An interrupt reaches the whole process group; the coordinator
+		// decides when a worker ends (it closes stdin), so ignore ctx.
+		if err := bench.RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintf(stderr, "spindle bench worker: %v\n", err)
 			return 1
 		}
