@@ -32,6 +32,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		// stdout carries the worker protocol: nbio's own log lines (its
 		// default logger prints to stdout) go to stderr instead.
 		logging.Output = stderr
+		logging.SetLevel(logging.LevelWarn)
 		// An interrupt reaches the whole process group; the coordinator
 		// decides when a worker ends (it closes stdin), so ignore ctx.
 		if err := bench.RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
