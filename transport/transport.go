@@ -57,7 +57,7 @@ type Server struct {
 
 // Conn is one WebSocket connection. Write and Close are safe for concurrent use.
 type Conn struct {
-	ws      *websocket.Conn
+	ws *websocket.Conn
 	// Session belongs to the Handler; set it in OnOpen.
 	Session any
 
