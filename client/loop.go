@@ -59,10 +59,16 @@ func (l *Loop) Stop() { l.e.Stop() }
 // masked) from the byte stream and writes masked client frames.
 type loopConn struct {
 	c   *Client
-	nc  *nbio.Conn
+	nc  socket // the *nbio.Conn
 	buf []byte // an incomplete frame carried over to the next read
 	msg []byte // a fragmented message being assembled
 	bye *DisconnectError
+}
+
+// socket is what loopConn needs of an nbio connection.
+type socket interface {
+	Write(b []byte) (int, error)
+	Close() error
 }
 
 // dial connects, upgrades with a blocking handshake, then hands the socket
@@ -178,7 +184,7 @@ func (lc *loopConn) frame(b []byte) (int, bool) {
 		n, hdr = binary.BigEndian.Uint64(b[2:]), 10
 	}
 	if b[1]&0x80 != 0 || n > 64<<20 {
-		lc.nc.Close() // servers never mask; absurd sizes are not ours to buffer
+		_ = lc.nc.Close() // servers never mask; absurd sizes are not ours to buffer
 		return 0, false
 	}
 	if uint64(len(b)-hdr) < n {
@@ -208,7 +214,7 @@ func (lc *loopConn) frame(b []byte) (int, bool) {
 		}
 		lc.bye = bye
 		_, _ = lc.nc.Write(appendMasked(nil, opClose, payload[:min(2, len(payload))]))
-		lc.nc.Close()
+		_ = lc.nc.Close()
 	}
 	return hdr + int(n), true
 }
@@ -231,7 +237,7 @@ func (lc *loopConn) writeText(frame []byte) error {
 
 func (lc *loopConn) closeNormal() {
 	_, _ = lc.nc.Write(appendMasked(nil, opClose, []byte{0x03, 0xe8})) // 1000
-	lc.nc.Close()
+	_ = lc.nc.Close()
 }
 
 // appendMasked appends a final client frame; clients must mask (RFC 6455 5.3).
