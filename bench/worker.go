@@ -92,8 +92,11 @@ func share(n float64, i, count int) int {
 func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	dec := json.NewDecoder(bufio.NewReader(in))
 	var first toWorker
-	if err := dec.Decode(&first); err != nil || first.Plan == nil {
-		return fmt.Errorf("worker: read plan: %v", err)
+	if err := dec.Decode(&first); err != nil {
+		return fmt.Errorf("worker: read plan: %w", err)
+	}
+	if first.Plan == nil {
+		return errors.New("worker: the first message is not a plan")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
