@@ -26,8 +26,10 @@ func (r *Result) WriteHTMLFile(path string) error {
 	}
 	ts = col(func(s Second) float64 { return float64(s.T) })
 	charts := []template.HTML{
-		chart("Throughput (per second)", "msg/s", ts, []series{
+		chart("Deliveries per second", "msg/s", ts, []series{
 			{"delivered", "#1f77b4", col(func(s Second) float64 { return float64(s.Delivered) })},
+		}),
+		chart("Publications per second", "msg/s", ts, []series{
 			{"published", "#ff7f0e", col(func(s Second) float64 { return float64(s.Published) })},
 		}),
 		chart("Publish→deliver latency", "ms", ts, []series{
@@ -64,7 +66,7 @@ type series struct {
 
 // chart draws series over xs as an inline SVG line chart.
 func chart(title, unit string, xs []float64, ss []series) template.HTML {
-	const w, h, left, bottom, top, right = 720.0, 240.0, 70.0, 30.0, 24.0, 110.0
+	const w, h, left, bottom, top, right = 720.0, 240.0, 70.0, 30.0, 30.0, 110.0
 	maxX, maxY := 1.0, 0.0
 	for _, x := range xs {
 		maxX = math.Max(maxX, x)
@@ -87,7 +89,7 @@ func chart(title, unit string, xs []float64, ss []series) template.HTML {
 		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" class="grid"/><text x="%.1f" y="%.1f" class="tick" text-anchor="end">%s</text>`,
 			left, w-right, py(y), py(y), left-6, py(y)+4, human(y))
 	}
-	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="tick">%s</text>`, 4.0, top-4, template.HTMLEscapeString(unit))
+	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="tick" text-anchor="end">%s</text>`, left-6, 12.0, template.HTMLEscapeString(unit))
 	for i := 0; i <= 5; i++ {
 		x := maxX * float64(i) / 5
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="tick" text-anchor="middle">%.0fs</text>`, px(x), h-10, x)
