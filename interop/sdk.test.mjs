@@ -421,3 +421,23 @@ test(
     assert.deepEqual(pubs.map((p) => p.data.n), [1], 'publication made while away was replayed');
   },
 );
+
+test('9. the token channels claim subscribes on connect (server-side subscription)', CASE, async () => {
+  const ch = uniq('server-side');
+  const c = newClient(mintToken({ sub: 'sam', exp: now() + 300, channels: [ch] }));
+  const subscribed = once(c, 'subscribed');
+  const pubs = collect(c, 'publication');
+  c.connect();
+  const sctx = await subscribed;
+  assert.equal(sctx.channel, ch);
+
+  const res = await api('publish', { channel: ch, data: { n: 1 } });
+  const [p] = await pubs.atLeast(1);
+  assert.equal(p.channel, ch);
+  assert.deepEqual(p.data, { n: 1 });
+  assert.equal(p.offset, res.offset);
+
+  // The server knows the subscription: the client is in the channel's presence.
+  const pr = await api('presence', { channel: ch });
+  assert.deepEqual(Object.values(pr.presence).map((i) => i.user), ['sam']);
+});
