@@ -48,7 +48,6 @@ type pubStats struct {
 	published, failed uint64
 	errors            map[string]uint64
 	first, last       time.Time
-	perSecond         func(sec int) uint64
 }
 
 func newPublisher(ctx context.Context, sc *Scenario) (*publisher, error) {
@@ -225,7 +224,7 @@ func (p *publisher) perSecond(sec int) uint64 {
 func (p *publisher) stats() pubStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return pubStats{published: p.published, failed: p.nFailed, errors: p.errors, first: p.first, last: p.last, perSecond: p.perSecond}
+	return pubStats{published: p.published, failed: p.nFailed, errors: p.errors, first: p.first, last: p.last}
 }
 
 func (p *publisher) close() {

@@ -179,7 +179,6 @@ type secondAgg struct {
 	lat       *hdr.Histogram
 	lagP99us  int64
 	rss       uint64
-	published uint64
 }
 
 // workerProc is one worker, in a child process or in this one.
@@ -436,9 +435,8 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 	sort.Ints(secs)
 	for _, n := range secs {
 		s := r.seconds[n]
-		s.published = pubStats.perSecond(n)
 		res.Timeline = append(res.Timeline, Second{
-			T: n, Connections: s.conns, Published: s.published, Delivered: s.delivered,
+			T: n, Connections: s.conns, Published: r.pub.perSecond(n), Delivered: s.delivered,
 			P50: ms(s.lat.ValueAtQuantile(50)), P99: ms(s.lat.ValueAtQuantile(99)), P999: ms(s.lat.ValueAtQuantile(99.9)),
 			Errors: s.errors, ServerRSS: s.rss, ClientLagP99: ms(s.lagP99us),
 		})
