@@ -62,8 +62,9 @@ type EventHandler interface {
 
 // Broker stores channel streams and delivers events to every node.
 type Broker interface {
-	// Start begins delivering events to h until ctx ends or Close.
-	Start(ctx context.Context, h EventHandler) error
+	// Start begins delivering events to h; Close stops it. A broker is
+	// started at most once: Start fails if called again or after Close.
+	Start(h EventHandler) error
 	// Publish appends to the channel stream when HistorySize > 0 and delivers
 	// to every subscribed node.
 	Publish(ctx context.Context, channel string, data json.RawMessage, opts PublishOptions) (StreamPosition, error)
@@ -80,6 +81,9 @@ type Broker interface {
 	RemoveHistory(ctx context.Context, channel string) error
 	// Channels lists channels this node subscribed to.
 	Channels() []string
+	// Close stops the broker and waits for its goroutines to exit; it is
+	// the only way to stop one. It may be called before Start and more
+	// than once.
 	Close() error
 }
 

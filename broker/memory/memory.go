@@ -24,16 +24,28 @@ const (
 )
 
 // Broker implements broker.Broker and broker.PresenceManager in memory.
+//
+// Ownership of the mutable state: the channel data lives in shards, each
+// guarded by its own mutex; the lifecycle fields are guarded by life; the
+// rest is written once before other goroutines use it. Start must return
+// before Publish, PublishJoin or PublishLeave are called from other
+// goroutines: h is written under life but read under the shard locks.
 type Broker struct {
-	seed   maphash.Seed
-	shards [shardCount]shard
-	h      broker.EventHandler
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
-	now    func() time.Time
+	seed   maphash.Seed        // set by New, read-only after
+	shards [shardCount]shard   // the array is fixed; each shard's maps are guarded by that shard's mu
+	now    func() time.Time    // set by New (tests replace it right after New), read-only after; called under shard locks and by the janitor
+	h      broker.EventHandler // written by Start before the janitor starts, read-only after (read under shard locks)
+	stop   chan struct{}       // made by New, closed once by Close under life; the janitor exits when it is closed
+	done   chan struct{}       // made by New, closed by the janitor goroutine when it exits; Close waits on it
+
+	life    sync.Mutex // guards started and closed, and orders Start against Close
+	started bool       // set by the first Start
+	closed  bool       // set by the first Close
 }
 
+// shard holds the channels that hash to it. mu guards streams, subs,
+// presence and idem, and everything reachable from them (stream,
+// presenceEntry and idemEntry values); handlers are called with mu held.
 type shard struct {
 	mu       sync.Mutex
 	streams  map[string]*stream
@@ -42,6 +54,7 @@ type shard struct {
 	idem     map[string]idemEntry
 }
 
+// stream is one channel's history; all fields are guarded by its shard's mu.
 type stream struct {
 	epoch   string
 	top     uint64
@@ -63,7 +76,7 @@ type idemEntry struct {
 
 // New returns an empty broker; Start attaches the node's handler.
 func New() *Broker {
-	b := &Broker{seed: maphash.MakeSeed(), stop: make(chan struct{}), now: time.Now}
+	b := &Broker{seed: maphash.MakeSeed(), now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range b.shards {
 		s := &b.shards[i]
 		s.streams = map[string]*stream{}
@@ -84,33 +97,54 @@ func newEpoch() string {
 	return hex.EncodeToString(x[:])
 }
 
-// Start implements broker.Broker; the janitor that expires history and
-// presence runs until ctx ends or Close.
-func (b *Broker) Start(ctx context.Context, h broker.EventHandler) error {
+// Start implements broker.Broker: it attaches h and starts the janitor
+// that expires history, idle streams, presence and idempotency keys. It
+// fails if the broker was already started or closed.
+func (b *Broker) Start(h broker.EventHandler) error {
+	b.life.Lock()
+	defer b.life.Unlock()
+	switch {
+	case b.closed:
+		return errors.New("memory broker: start after close")
+	case b.started:
+		return errors.New("memory broker: already started")
+	}
+	b.started = true
 	b.h = h
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-b.stop:
-				return
-			case <-t.C:
-				b.expire()
-			}
-		}
-	}()
+	go b.janitor()
 	return nil
 }
 
-// Close stops the janitor.
+// janitor runs expire every second until Close.
+func (b *Broker) janitor() {
+	defer close(b.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.expire()
+		}
+	}
+}
+
+// Close implements broker.Broker: it stops the janitor and waits for it to
+// exit. It may be called before Start, more than once, and concurrently.
+// Delivery itself is synchronous in Publish, PublishJoin and PublishLeave,
+// so the node stops calling those before it closes the broker.
 func (b *Broker) Close() error {
-	b.once.Do(func() { close(b.stop) })
-	b.wg.Wait()
+	b.life.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.stop)
+	}
+	started := b.started
+	b.life.Unlock()
+	if started {
+		<-b.done
+	}
 	return nil
 }
 
