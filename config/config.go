@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"reflect"
@@ -98,12 +99,19 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func parseDuration(s string) (time.Duration, error) {
+	bad := fmt.Errorf("bad duration %q: want e.g. 25s, 5m, 1h", s)
 	if secs, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.Duration(secs * float64(time.Second)), nil
+		// NaN, ±Inf and values beyond ±292 years have no time.Duration;
+		// converting them would give an arbitrary (negative) one.
+		ns := secs * float64(time.Second)
+		if math.IsNaN(ns) || ns >= math.MaxInt64 || ns < math.MinInt64 {
+			return 0, bad
+		}
+		return time.Duration(ns), nil
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("bad duration %q: want e.g. 25s, 5m, 1h", s)
+		return 0, bad
 	}
 	return v, nil
 }
@@ -141,7 +149,8 @@ func Default() Config {
 }
 
 // Load reads a YAML file over the defaults (no file when path is empty), then
-// applies SPINDLE_* environment variables, then validates.
+// applies SPINDLE_* environment variables. It does not validate: callers apply
+// their flags with Set and then call Validate.
 func Load(file string, environ []string) (Config, error) {
 	c := Default()
 	if file != "" {
@@ -242,17 +251,17 @@ func (f field) set(s string) error {
 	return nil
 }
 
-// parseSize reads integers with optional KiB/MiB suffixes.
+// parseSize reads integers with optional KiB/MiB/GiB suffixes.
 func parseSize(s string) (int64, error) {
-	mult := int64(1)
+	num, mult := s, int64(1)
 	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
 		if strings.HasSuffix(s, suf) {
-			s, mult = strings.TrimSuffix(s, suf), m
+			num, mult = strings.TrimSuffix(s, suf), m
 			break
 		}
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil {
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n > math.MaxInt64/mult || n < math.MinInt64/mult {
 		return 0, fmt.Errorf("bad integer %q", s)
 	}
 	return n * mult, nil
@@ -278,7 +287,8 @@ func (c *Config) scalarFields() map[string]field {
 	return out
 }
 
-// Validate reports the first setting that cannot work, naming it.
+// Validate reports every setting that cannot work, each naming its key, as one
+// errors.Join error; nil when the configuration is usable.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
@@ -311,6 +321,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSubscriptions < 1 {
 		bad("max_subscriptions: must be at least 1")
+	}
+	if c.MaxChannelLength < 1 {
+		bad("max_channel_length: must be at least 1")
+	}
+	if c.PresenceTTL.D() <= 0 {
+		bad("presence_ttl: must be positive")
 	}
 	if c.ShutdownGracePeriod.D() <= 0 {
 		bad("shutdown_grace_period: must be positive")
@@ -350,22 +366,6 @@ func (c *Config) Validate() error {
 		checkOpts(where, ns.ChannelOptions)
 	}
 	return errors.Join(errs...)
-}
-
-// ChannelRules finds the options for a channel: its namespace's (the part
-// before the first ':'), or the plain channel options. ok is false for a
-// namespace that is not configured.
-func (c *Config) ChannelRules(channel string) (opts ChannelOptions, ok bool) {
-	ns, _, found := strings.Cut(channel, ":")
-	if !found {
-		return c.Channel, true
-	}
-	for _, n := range c.Namespaces {
-		if n.Name == ns {
-			return n.ChannelOptions, true
-		}
-	}
-	return ChannelOptions{}, false
 }
 
 // FileLimit returns the soft RLIMIT_NOFILE of this process.
