@@ -7,29 +7,26 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/centrifugal/protocol"
 
-	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/gateway"
 )
 
-// Handler serves /api/. Build it with New.
+// Handler serves /api/. Build it with New; Shutdown refuses new calls
+// and waits for those in flight.
 type Handler struct {
-	node    *gateway.Node
-	key     string
-	log     *slog.Logger
-	maxBody int64
-	// inflight counts requests being served, so shutdown can wait for them.
-	inflight sync.WaitGroup
+	node     *gateway.Node
+	key      string
+	log      *slog.Logger
+	maxBody  int64
+	inflight inflight
 }
 
 // New returns the API handler for node, guarded by key.
@@ -40,39 +37,33 @@ func New(node *gateway.Node, key string, log *slog.Logger) *Handler {
 	return &Handler{node: node, key: key, log: log, maxBody: 16 << 20}
 }
 
-// Wait blocks until the requests being served have finished or ctx ends.
-func (h *Handler) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { h.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("api requests still running: %w", ctx.Err())
+// Shutdown makes the handler refuse new calls with 503 and waits until the
+// calls being served have finished or ctx ends.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	if err := h.inflight.shutdown(ctx); err != nil {
+		return fmt.Errorf("api: %w", err)
 	}
+	return nil
 }
 
-// apiError is an error reply of the server API.
+// An API error reply: {"error": {"code": …, "message": …}}.
 type apiError struct {
 	Code    uint32 `json:"code"`
 	Message string `json:"message"`
 }
 
-func (e *apiError) Error() string { return e.Message }
-
-var (
-	errInternal     = &apiError{100, "internal server error"}
-	errUnknownChan  = &apiError{102, "unknown channel"}
-	errMethod       = &apiError{104, "method not found"}
-	errBadRequest   = &apiError{107, "bad request"}
-	errNotAvailable = &apiError{108, "not available"}
-	errUnrecov      = &apiError{112, "unrecoverable position"}
-)
+func replyError(e *gateway.Error) map[string]any {
+	return map[string]any{"error": apiError{Code: e.Code, Message: e.Message}}
+}
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.inflight.Add(1)
-	defer h.inflight.Done()
+	if !h.inflight.enter() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.inflight.leave()
 	if !h.authorized(r) {
 		h.log.Info("api request refused: bad or missing key", "remote", r.RemoteAddr, "path", r.URL.Path)
 		w.WriteHeader(http.StatusUnauthorized)
@@ -99,16 +90,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Params json.RawMessage `json:"params"`
 		}
 		if err := json.Unmarshal(body, &legacy); err != nil {
-			writeJSON(w, map[string]any{"error": errBadRequest})
+			writeJSON(w, replyError(gateway.ErrBadRequest))
 			return
 		}
 		method, body = legacy.Method, legacy.Params
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	res, aerr := h.call(ctx, method, body)
-	if aerr != nil {
-		writeJSON(w, map[string]any{"error": aerr})
+	res, err := h.call(ctx, method, body)
+	if err != nil {
+		writeJSON(w, replyError(h.replyErr(method, err)))
 		return
 	}
 	writeJSON(w, map[string]any{"result": res})
@@ -130,7 +121,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // call runs one API method with its JSON params.
-func (h *Handler) call(ctx context.Context, method string, params json.RawMessage) (any, *apiError) {
+func (h *Handler) call(ctx context.Context, method string, params json.RawMessage) (any, error) {
 	if len(params) == 0 {
 		params = json.RawMessage("{}")
 	}
@@ -150,13 +141,13 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 			return nil, err
 		}
 		if len(p.Channels) == 0 {
-			return nil, errBadRequest
+			return nil, gateway.ErrBadRequest
 		}
 		out := make([]map[string]any, len(p.Channels))
 		for i, ch := range p.Channels {
-			res, aerr := h.publish(ctx, ch, p.publishParams)
-			if aerr != nil {
-				out[i] = map[string]any{"error": aerr}
+			res, err := h.publish(ctx, ch, p.publishParams)
+			if err != nil {
+				out[i] = replyError(h.replyErr("broadcast", err))
 			} else {
 				out[i] = map[string]any{"result": res}
 			}
@@ -168,10 +159,10 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 			return nil, err
 		}
 		if p.Channel == "" || (p.User == "" && p.Client == "") {
-			return nil, errBadRequest
+			return nil, gateway.ErrBadRequest
 		}
 		if _, err := h.node.Subscribe(ctx, p.User, p.Client, p.Channel); err != nil {
-			return nil, h.mapErr("subscribe", err)
+			return nil, err
 		}
 		return struct{}{}, nil
 	case "unsubscribe":
@@ -180,7 +171,7 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 			return nil, err
 		}
 		if p.Channel == "" || (p.User == "" && p.Client == "") {
-			return nil, errBadRequest
+			return nil, gateway.ErrBadRequest
 		}
 		h.node.Unsubscribe(ctx, p.User, p.Client, p.Channel)
 		return struct{}{}, nil
@@ -197,12 +188,12 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 			return nil, err
 		}
 		if p.User == "" && p.Client == "" {
-			return nil, errBadRequest
+			return nil, gateway.ErrBadRequest
 		}
 		d := gateway.DisconnectForce
 		if p.Disconnect != nil {
 			if p.Disconnect.Code < 3000 || p.Disconnect.Code > 4999 || len(p.Disconnect.Reason) > 123 {
-				return nil, errBadRequest
+				return nil, gateway.ErrBadRequest
 			}
 			d = gateway.Disconnect{Code: p.Disconnect.Code, Reason: p.Disconnect.Reason}
 		}
@@ -215,7 +206,7 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		}
 		res, err := h.node.Presence(ctx, p.Channel)
 		if err != nil {
-			return nil, h.mapErr("presence", err)
+			return nil, err
 		}
 		return res, nil
 	case "presence_stats":
@@ -225,7 +216,7 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		}
 		res, err := h.node.PresenceStats(ctx, p.Channel)
 		if err != nil {
-			return nil, h.mapErr("presence_stats", err)
+			return nil, err
 		}
 		return res, nil
 	case "history":
@@ -240,7 +231,7 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		}
 		res, err := h.node.History(ctx, p.Channel, p.Limit, p.Since, p.Reverse)
 		if err != nil {
-			return nil, h.mapErr("history", err)
+			return nil, err
 		}
 		return res, nil
 	case "history_remove":
@@ -249,7 +240,7 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 			return nil, err
 		}
 		if err := h.node.RemoveHistory(ctx, p.Channel); err != nil {
-			return nil, h.mapErr("history_remove", err)
+			return nil, err
 		}
 		return struct{}{}, nil
 	case "channels":
@@ -278,17 +269,17 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		replies := make([]map[string]any, 0, len(p.Commands))
 		for _, c := range p.Commands {
 			if len(c) != 1 {
-				replies = append(replies, map[string]any{"error": errBadRequest})
+				replies = append(replies, replyError(gateway.ErrBadRequest))
 				continue
 			}
 			for m, params := range c {
 				if m == "batch" {
-					replies = append(replies, map[string]any{"error": errBadRequest})
+					replies = append(replies, replyError(gateway.ErrBadRequest))
 					continue
 				}
-				res, aerr := h.call(ctx, m, params)
-				if aerr != nil {
-					replies = append(replies, map[string]any{"error": aerr})
+				res, err := h.call(ctx, m, params)
+				if err != nil {
+					replies = append(replies, replyError(h.replyErr(m, err)))
 				} else {
 					replies = append(replies, map[string]any{m: res})
 				}
@@ -296,7 +287,7 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		}
 		return map[string]any{"replies": replies}, nil
 	}
-	return nil, errMethod
+	return nil, fmt.Errorf("method %q: %w", method, gateway.ErrMethodNotFound)
 }
 
 type publishParams struct {
@@ -307,13 +298,13 @@ type publishParams struct {
 	IdempotencyKey string            `json:"idempotency_key"`
 }
 
-func (h *Handler) publish(ctx context.Context, ch string, p publishParams) (any, *apiError) {
+func (h *Handler) publish(ctx context.Context, ch string, p publishParams) (any, error) {
 	if ch == "" || len(p.Data) == 0 {
-		return nil, errBadRequest
+		return nil, fmt.Errorf("publish: no channel or no data: %w", gateway.ErrBadRequest)
 	}
 	sp, err := h.node.Publish(ctx, ch, p.Data, gateway.PublishOptions{Tags: p.Tags, IdempotencyKey: p.IdempotencyKey, SkipHistory: p.SkipHistory})
 	if err != nil {
-		return nil, h.mapErr("publish", err)
+		return nil, err
 	}
 	res := map[string]any{}
 	if sp.Offset > 0 {
@@ -322,24 +313,19 @@ func (h *Handler) publish(ctx context.Context, ch string, p publishParams) (any,
 	return res, nil
 }
 
-func decode(params json.RawMessage, v any) *apiError {
+func decode(params json.RawMessage, v any) error {
 	if err := json.Unmarshal(params, v); err != nil {
-		return &apiError{107, "bad request: " + err.Error()}
+		return fmt.Errorf("params: %v: %w", err, gateway.ErrBadRequest)
 	}
 	return nil
 }
 
-func (h *Handler) mapErr(method string, err error) *apiError {
-	switch {
-	case errors.Is(err, gateway.ErrUnknownChannel):
-		return errUnknownChan
-	case errors.Is(err, gateway.ErrBadRequest):
-		return &apiError{107, "bad request: " + err.Error()}
-	case errors.Is(err, gateway.ErrNotAvailable):
-		return errNotAvailable
-	case errors.Is(err, broker.ErrUnrecoverablePosition):
-		return errUnrecov
+// replyErr is what the caller is told of err; internal errors are logged
+// with their context, which the caller is not shown.
+func (h *Handler) replyErr(method string, err error) *gateway.Error {
+	e := gateway.AsError(err)
+	if e.Code == gateway.ErrInternal.Code {
+		h.log.Error("api call failed", "method", method, "err", err)
 	}
-	h.log.Error("api call failed", "method", method, "err", err)
-	return errInternal
+	return e
 }

@@ -5,7 +5,6 @@ import (
 
 	"github.com/centrifugal/protocol"
 
-	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/transport"
 )
 
@@ -24,14 +23,3 @@ func encodeReply(rep *protocol.Reply) ([]byte, error) {
 }
 
 func encodePush(p *protocol.Push) ([]byte, error) { return encodeReply(&protocol.Reply{Push: p}) }
-
-func toProtoInfo(i *broker.ClientInfo) *protocol.ClientInfo {
-	if i == nil {
-		return nil
-	}
-	return &protocol.ClientInfo{Client: i.ClientID, User: i.UserID, ConnInfo: protocol.Raw(i.ConnInfo), ChanInfo: protocol.Raw(i.ChanInfo)}
-}
-
-func toProtoPub(p *broker.Publication) *protocol.Publication {
-	return &protocol.Publication{Data: protocol.Raw(p.Data), Info: toProtoInfo(p.Info), Offset: p.Offset, Tags: p.Tags}
-}

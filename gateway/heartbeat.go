@@ -30,8 +30,8 @@ func (h *heartbeat) start(interval time.Duration) {
 // connect and expiry deadlines, detects stalled sockets and refreshes
 // presence. A scan costs a few nanoseconds per connection.
 func (n *Node) heartbeatLoop(ctx context.Context) {
-	tick := n.cfg.PingInterval.D() / 5
-	if p := n.cfg.PongTimeout.D() / 4; p < tick {
+	tick := n.cfg.PingInterval / 5
+	if p := n.cfg.PongTimeout / 4; p < tick {
 		tick = p
 	}
 	tick = min(max(tick, 20*time.Millisecond), time.Second)
@@ -50,12 +50,12 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 func (n *Node) scan(ctx context.Context) {
 	now := transport.Mono()
 	wall := time.Now().Unix()
-	interval := int64(n.cfg.PingInterval.D())
-	pongTimeout := int64(n.cfg.PongTimeout.D())
-	connectTimeout := int64(n.cfg.ConnectTimeout.D())
-	stall := int64(n.cfg.ClientStallTimeout.D())
-	presenceEvery := int64(n.cfg.PresenceTTL.D() / 3)
-	n.eachSession(func(s *session) {
+	interval := int64(n.cfg.PingInterval)
+	pongTimeout := int64(n.cfg.PongTimeout)
+	connectTimeout := int64(n.cfg.ConnectTimeout)
+	stall := int64(n.cfg.ClientStallTimeout)
+	presenceEvery := int64(n.cfg.PresenceTTL / 3)
+	n.sessions.each(func(s *session) {
 		next := s.hb.nextPing.Load()
 		switch {
 		case next == 0:
@@ -80,10 +80,7 @@ func (n *Node) scan(ctx context.Context) {
 			s.hb.nextPing.Store(now + interval)
 			s.enqueue(pingFrame)
 		}
-		s.mu.Lock()
-		exp := s.expireAt
-		s.mu.Unlock()
-		if exp > 0 && wall > exp {
+		if exp := s.expireAt.Load(); exp > 0 && wall > exp {
 			n.log.Info("connection expired", "client", s.id)
 			s.close(DisconnectExpired, false)
 			return
@@ -99,13 +96,13 @@ func (n *Node) refreshPresence(ctx context.Context, s *session) {
 	s.mu.Lock()
 	var chans []*subscription
 	for _, sub := range s.subs {
-		if sub.presence {
+		if sub.state == subLive && sub.rules.Presence {
 			chans = append(chans, sub)
 		}
 	}
 	s.mu.Unlock()
 	for _, sub := range chans {
-		if err := n.presence.AddPresence(ctx, sub.channel, s.id, s.subInfo(sub), n.cfg.PresenceTTL.D()); err != nil {
+		if err := n.presence.AddPresence(ctx, sub.channel, s.id, s.subInfo(sub), n.cfg.PresenceTTL); err != nil {
 			n.log.Warn("refresh presence", "channel", sub.channel, "err", err)
 		}
 	}

@@ -6,12 +6,13 @@ import (
 	"sync/atomic"
 )
 
-// hub maps channels to the local sessions subscribed to them. Fan-out holds
-// a shard's read lock and only enqueues, so it never waits on a client.
+// hub maps channels to the local sessions subscribed to them. Each shard's
+// lock guards its channels; fan-out holds a shard's read lock and only
+// enqueues, so it never waits on a client.
 type hub struct {
 	shards [64]hubShard
 	seed   maphash.Seed
-	subs   atomic.Int64 // subscriptions on this node
+	subs   atomic.Int64 // entries in all shards: the node's subscriptions
 }
 
 type hubShard struct {
@@ -31,37 +32,40 @@ func (h *hub) shard(ch string) *hubShard {
 	return &h.shards[maphash.String(h.seed, ch)%uint64(len(h.shards))]
 }
 
-// add registers sub; first reports whether it is the channel's first local subscriber.
-func (h *hub) add(s *session, sub *subscription) (first bool) {
+// add registers sub of s. It refuses a second subscription of the same
+// session to the same channel; first reports whether sub is the channel's
+// first local subscriber.
+func (h *hub) add(s *session, sub *subscription) (first bool, err error) {
 	sh := h.shard(sub.channel)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	m, ok := sh.channels[sub.channel]
 	if !ok {
 		m = make(map[*session]*subscription)
 		sh.channels[sub.channel] = m
 	}
+	if _, dup := m[s]; dup {
+		return false, errorf(ErrAlreadySubscribed, "hub: client %s already in %q", s.id, sub.channel)
+	}
 	m[s] = sub
-	sh.mu.Unlock()
 	h.subs.Add(1)
-	return !ok
+	return !ok, nil
 }
 
-// remove unregisters s from ch; last reports whether no local subscriber is left.
-func (h *hub) remove(s *session, ch string) (last bool) {
-	sh := h.shard(ch)
+// remove unregisters sub of s; last reports whether the channel has no
+// local subscriber left.
+func (h *hub) remove(s *session, sub *subscription) (last bool) {
+	sh := h.shard(sub.channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	m, ok := sh.channels[ch]
-	if !ok {
-		return false
-	}
-	if _, ok := m[s]; !ok {
+	m := sh.channels[sub.channel]
+	if m[s] != sub {
 		return false
 	}
 	delete(m, s)
 	h.subs.Add(-1)
 	if len(m) == 0 {
-		delete(sh.channels, ch)
+		delete(sh.channels, sub.channel)
 		return true
 	}
 	return false
@@ -99,56 +103,15 @@ func (h *hub) channels() map[string]int {
 	return out
 }
 
-// count returns the number of local subscribers of ch.
-func (h *hub) count(ch string) int {
-	sh := h.shard(ch)
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	return len(sh.channels[ch])
-}
-
-// subscription is one session's membership in one channel. Until it goes
-// live, deliveries are held back so the subscribe reply (and recovered
-// publications) reach the client first.
-type subscription struct {
-	channel   string
-	joinLeave bool
-	presence  bool
-	chanInfo  []byte
-	live      atomic.Bool
-	held      []heldFrame // guarded by session.mu while !live
-}
-
-type heldFrame struct {
-	frame  []byte
-	offset uint64
-}
-
-func (sub *subscription) deliver(s *session, frame []byte, offset uint64) {
-	if !sub.live.Load() {
-		s.mu.Lock()
-		if !sub.live.Load() {
-			sub.held = append(sub.held, heldFrame{frame, offset})
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
+func (h *hub) numChannels() int {
+	n := 0
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		n += len(sh.channels)
+		sh.mu.RUnlock()
 	}
-	s.enqueue(frame)
+	return n
 }
 
-// goLive enqueues first (the subscribe reply or push), then what was held
-// back with an offset past top, and from then on delivers directly. The
-// caller holds s.mu.
-func (sub *subscription) goLive(s *session, first []byte, top uint64) {
-	if first != nil {
-		s.enqueue(first)
-	}
-	for _, hf := range sub.held {
-		if hf.offset == 0 || hf.offset > top {
-			s.enqueue(hf.frame)
-		}
-	}
-	sub.held = nil
-	sub.live.Store(true)
-}
+func (h *hub) numSubs() int { return int(h.subs.Load()) }

@@ -7,7 +7,7 @@ import (
 // metrics are the gateway's Prometheus series, all prefixed spindle_.
 type metrics struct {
 	connections     prometheus.GaugeFunc
-	subscriptions   prometheus.Gauge
+	subscriptions   prometheus.GaugeFunc
 	connectsTotal   prometheus.Counter
 	refused         *prometheus.CounterVec
 	commandsIn      *prometheus.CounterVec
@@ -29,10 +29,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	m := &metrics{
 		connections: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "spindle_connections", Help: "Client connections currently open.",
-		}, func() float64 { return float64(n.numClients.Load()) }),
-		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+		}, func() float64 { return float64(n.sessions.count()) }),
+		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "spindle_subscriptions", Help: "Channel subscriptions currently held by clients of this node.",
-		}),
+		}, func() float64 { return float64(n.hub.numSubs()) }),
 		connectsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spindle_connections_total", Help: "WebSocket connections accepted.",
 		}),

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
-	"sync"
+	"fmt"
+	"log/slog"
+	"time"
 )
 
 // The outbound path. Every byte for a client — replies, pushes, pings and
@@ -61,7 +63,7 @@ func (s *session) close(d Disconnect, discard bool) {
 
 // flush writes what the session has queued in one write, then closes the
 // connection if a disconnect was asked for. Only the session's writer shard
-// calls it.
+// calls it; buf is that shard's scratch buffer, returned for reuse.
 func (s *session) flush(buf []byte) []byte {
 	s.qmu.Lock()
 	frames := s.q
@@ -103,57 +105,31 @@ func (s *session) flush(buf []byte) []byte {
 	return buf
 }
 
-// writers is the pool of goroutines that perform all socket writes.
-type writers struct {
-	shards []*writerShard
-}
-
-type writerShard struct {
-	mu    sync.Mutex
-	ready []*session
-	wake  chan struct{}
-}
-
-func newWriters(n int) *writers {
-	w := &writers{shards: make([]*writerShard, n)}
-	for i := range w.shards {
-		w.shards[i] = &writerShard{wake: make(chan struct{}, 1)}
+// finish closes the socket with d; the transport's OnClose then calls cleanup.
+func (s *session) finish(d Disconnect) {
+	s.node.metrics.disconnects.WithLabelValues(fmt.Sprint(d.Code)).Inc()
+	if d == DisconnectSlow {
+		s.node.metrics.slowDisconnects.Inc()
+		s.node.log.Warn("slow consumer disconnected", "client", s.id, "user", s.identity(), "remote", s.conn.RemoteAddr(), "pending_bytes", s.conn.Pending())
 	}
-	return w
+	s.conn.Close(d.Code, d.Reason)
 }
 
-func (w *writers) schedule(s *session) {
-	sh := w.shards[s.shard%uint32(len(w.shards))]
-	sh.mu.Lock()
-	sh.ready = append(sh.ready, s)
-	sh.mu.Unlock()
-	select {
-	case sh.wake <- struct{}{}:
-	default:
+// cleanup forgets the session after its connection closed: its queue, its
+// subscriptions (with presence and leave pushes) and its registration.
+func (s *session) cleanup() {
+	s.qmu.Lock()
+	if s.closing == nil {
+		d := DisconnectConnectionClosed
+		s.closing = &d
 	}
-}
+	clear(s.q)
+	s.q, s.qbytes = nil, 0
+	s.qmu.Unlock()
 
-// run drains one shard until ctx ends, then flushes what is left once.
-func (sh *writerShard) run(ctx context.Context) {
-	var buf []byte
-	var batch []*session
-	for {
-		select {
-		case <-sh.wake:
-		case <-ctx.Done():
-			return
-		}
-		for {
-			sh.mu.Lock()
-			batch, sh.ready = sh.ready, batch[:0]
-			sh.mu.Unlock()
-			if len(batch) == 0 {
-				break
-			}
-			for i, s := range batch {
-				buf = s.flush(buf)
-				batch[i] = nil
-			}
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.leaveAll(ctx)
+	s.node.forget(s)
+	s.node.log.Debug("client gone", slog.String("client", s.id), slog.String("user", s.identity()))
 }

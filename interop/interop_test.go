@@ -71,11 +71,15 @@ func TestCentrifugeJSSDK(t *testing.T) {
 	serverLog := &testWriter{t: t, prefix: "server: "}
 	t.Cleanup(serverLog.stop) // runs last: after srv.Close nothing may call t.Log
 	log := slog.New(slog.NewTextHandler(serverLog, &slog.HandlerOptions{Level: lvl}))
-	srv, err := server.Start(context.Background(), cfg, log, "interop")
+	srv, err := server.Run(cfg, server.Options{Logger: log, Version: "interop"})
 	if err != nil {
 		t.Fatalf("start server: %v", err)
 	}
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("close server: %v", err)
+		}
+	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,11 +40,15 @@ func startServer(t *testing.T, mod func(*config.Config)) *server.Server {
 		lvl = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	srv, err := server.Start(context.Background(), cfg, log, "test")
+	srv, err := server.Run(cfg, server.Options{Logger: log, Version: "test"})
 	if err != nil {
 		t.Fatalf("start server: %v", err)
 	}
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("close server: %v", err)
+		}
+	})
 	return srv
 }
 

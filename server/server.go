@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,19 +26,28 @@ import (
 	"github.com/spindlehq/spindle/transport"
 )
 
-// Server is one running gateway.
+// Options are what a Server needs besides its config.
+type Options struct {
+	Logger  *slog.Logger // nil: slog.Default()
+	Version string
+}
+
+// Server is one gateway: New builds it, Start makes it listen, Shutdown
+// drains it and Close stops it at once. It owns every part it builds.
 type Server struct {
 	Config    config.Config // as in force, with generated key and secret filled in
 	Generated []string      // what was generated because the config left it empty
 	Node      *gateway.Node
 	Registry  *prometheus.Registry
 
-	log    *slog.Logger
-	api    *api.Handler
-	tr     *transport.Server
-	admin  *admin.Server
-	mem    *memory.Broker
-	cancel context.CancelFunc
+	log   *slog.Logger
+	api   *api.Handler
+	tr    *transport.Server
+	admin *admin.Server // nil when the admin listener is disabled
+
+	mu      sync.Mutex // guards started and stopped
+	started bool
+	stopped bool
 }
 
 func randomHex(n int) string {
@@ -46,12 +56,16 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Start builds the gateway from cfg and starts listening.
-func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version string) (*Server, error) {
-	if log == nil {
-		log = slog.Default()
+// New builds the gateway from cfg, generating an API key and a token
+// secret where cfg leaves them empty. Nothing listens until Start.
+func New(cfg config.Config, o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
-	s := &Server{log: log}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	s := &Server{log: o.Logger}
 	if cfg.APIKey == "" {
 		cfg.APIKey = randomHex(16)
 		s.Generated = append(s.Generated, "api key: "+cfg.APIKey)
@@ -80,24 +94,19 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 	s.Registry = prometheus.NewRegistry()
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	s.mem = memory.New()
-	s.Node, err = gateway.New(gateway.Options{
-		Config: cfg, Broker: s.mem, Presence: s.mem, Verifier: verifier,
-		Logger: log, Registry: s.Registry, Version: version,
+	mem := memory.New()
+	s.Node, err = gateway.New(gateway.FromConfig(cfg), gateway.Options{
+		Broker: mem, Presence: mem, Verifier: verifier,
+		Logger: o.Logger, Registry: s.Registry, Version: o.Version,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.api = api.New(s.Node, cfg.APIKey, log)
+	s.api = api.New(s.Node, cfg.APIKey, o.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
 	mux.Handle("/api/", s.api)
 
-	ctx, s.cancel = context.WithCancel(ctx)
-	if err := s.Node.Start(ctx); err != nil {
-		s.cancel()
-		return nil, err
-	}
 	s.tr, err = transport.New(transport.Config{
 		Addr:           cfg.Listen,
 		Path:           "/connection/websocket",
@@ -111,23 +120,53 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, version str
 		Admit:       s.Node.Admit,
 		HTTP:        mux,
 		MaxConns:    s.Node.MaxConnections(),
-		Logger:      log,
+		Logger:      o.Logger,
 	}, s.Node)
-	if err == nil {
-		err = s.tr.Start()
-	}
 	if err != nil {
-		s.cancel()
-		s.Node.Close()
 		return nil, err
 	}
 	if cfg.AdminListen != "" {
-		s.admin = admin.New(s.Registry, func() any { return s.Node.Info() }, log)
-		if err := s.admin.Start(cfg.AdminListen); err != nil {
-			s.Close()
-			return nil, err
+		s.admin = admin.New(s.Registry, func() any { return s.Node.Info() }, o.Logger)
+	}
+	return s, nil
+}
+
+// Start runs the node, then listens for clients and the API, then on the
+// admin address, and reports ready. When a step fails, what was started is
+// stopped again. A server starts once.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("server: already started")
+	}
+	s.started = true
+	if err := s.Node.Start(); err != nil {
+		s.stopped = true
+		return errors.Join(err, s.Node.Close())
+	}
+	if err := s.tr.Start(); err != nil {
+		s.stopped = true
+		return errors.Join(err, s.Node.Close())
+	}
+	if s.admin != nil {
+		if err := s.admin.Start(s.Config.AdminListen); err != nil {
+			s.stopped = true
+			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
 		s.admin.SetReady(true)
+	}
+	return nil
+}
+
+// Run builds a server from cfg and starts it: New then Start.
+func Run(cfg config.Config, o Options) (*Server, error) {
+	s, err := New(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Start(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -150,43 +189,56 @@ func (s *Server) AdminAddr() string {
 }
 
 // Shutdown drains gracefully: readiness goes false, the listener closes,
-// clients are disconnected with reconnect advice spread over the configured
-// window, API requests in flight finish; then everything stops. It returns
-// within cfg.ShutdownGracePeriod.
-func (s *Server) Shutdown() error {
-	grace := s.Config.ShutdownGracePeriod.D()
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	drainCtx, cancelDrain := context.WithTimeout(ctx, grace*9/10)
-	defer cancelDrain()
+// the API refuses new calls (503) and lets those in flight finish, clients
+// are disconnected with reconnect advice spread over the configured window;
+// then everything stops. ctx is the deadline: when it ends, what is left is
+// cut off, and the error says what was.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.stop() {
+		return nil
+	}
 	if s.admin != nil {
 		s.admin.SetReady(false)
 	}
 	s.tr.StopAccepting()
-	var errs []error
-	if err := s.Node.Drain(drainCtx, s.Config.ShutdownReconnect.D()); err != nil {
-		s.log.Warn("drain incomplete", "err", err)
-		errs = append(errs, err)
-	}
-	if err := s.api.Wait(drainCtx); err != nil {
-		s.log.Warn("api drain incomplete", "err", err)
-		errs = append(errs, err)
-	}
-	s.Close()
-	return errors.Join(errs...)
+	return errors.Join(s.api.Shutdown(ctx), s.Node.Shutdown(ctx), s.closeTransport(), s.closeAdmin())
 }
 
-// Close stops everything at once.
-func (s *Server) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+// Close stops everything at once: connections are cut, requests in flight
+// are abandoned.
+func (s *Server) Close() error {
+	if !s.stop() {
+		return nil
+	}
+	return errors.Join(s.closeTransport(), s.Node.Close(), s.closeAdmin())
+}
+
+// stop reports whether this call is the one that stops the server.
+func (s *Server) stop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started || s.stopped {
+		return false
+	}
+	s.stopped = true
+	return true
+}
+
+// closeGrace bounds how long closing the listeners may take once nothing
+// is being waited for.
+const closeGrace = 2 * time.Second
+
+func (s *Server) closeTransport() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
 	defer cancel()
-	if s.tr != nil {
-		_ = s.tr.Shutdown(ctx)
+	return s.tr.Shutdown(ctx)
+}
+
+func (s *Server) closeAdmin() error {
+	if s.admin == nil {
+		return nil
 	}
-	s.cancel()
-	s.Node.Close()
-	_ = s.mem.Close()
-	if s.admin != nil {
-		_ = s.admin.Shutdown(ctx)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
+	defer cancel()
+	return s.admin.Shutdown(ctx)
 }

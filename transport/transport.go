@@ -197,9 +197,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// Online is the number of TCP connections the event loop holds.
-func (s *Server) Online() int { return s.engine.Online() }
-
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Admit != nil {
 		if err := s.cfg.Admit(r); err != nil {
@@ -248,21 +245,15 @@ func (c *Conn) Pending() int64 {
 // LastProgress is when (Mono) the kernel last accepted bytes for this connection.
 func (c *Conn) LastProgress() int64 { return c.progress.Load() }
 
-// Close sends a close frame with code and reason (best effort: a stuck peer
-// will not read it) and closes the socket.
+// Close queues a close frame with code and reason and closes the socket at
+// once; a close frame still queued behind a backlog may be lost (best
+// effort: a stuck peer would not read it anyway).
 func (c *Conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
 		_ = c.Write(CloseFrame(code, reason))
 		c.closing.Store(true)
-		// Give the event loop a moment to flush the close frame before the
-		// socket goes; nbio closes after pending writes when it can.
 		_ = c.ws.Conn.Close()
 	})
-}
-
-// Abort closes the socket without a close frame.
-func (c *Conn) Abort() {
-	c.closeOnce.Do(func() { c.closing.Store(true); _ = c.ws.Conn.Close() })
 }
 
 // RemoteAddr is the peer's address.

@@ -80,7 +80,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	srv, err := server.Start(ctx, cfg, log, version)
+	srv, err := server.Run(cfg, server.Options{Logger: log, Version: version})
 	if err != nil {
 		fmt.Fprintln(stderr, "spindle serve:", err)
 		return 1
@@ -110,7 +110,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		log.Warn("second signal, exiting now", "signal", sig.String())
 		os.Exit(1)
 	}()
-	if err := srv.Shutdown(); err != nil {
+	// The drain may take 90% of the grace period; closing the listeners
+	// after it is bounded on its own.
+	grace := srv.Config.ShutdownGracePeriod.D()
+	sctx, cancel := context.WithTimeout(context.Background(), grace*9/10)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown finished with clients or requests cut off", "err", err)
 	}
 	log.Info("stopped")

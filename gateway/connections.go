@@ -1,0 +1,89 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/spindlehq/spindle/transport"
+)
+
+// The transport's side of a Node: which upgrades are admitted, and the
+// callbacks of transport.Handler that open, feed and close sessions.
+
+// Admit decides whether a new WebSocket upgrade may proceed.
+func (n *Node) Admit(r *http.Request) error {
+	if n.draining.Load() {
+		n.metrics.refused.WithLabelValues("draining").Inc()
+		return errors.New("node is shutting down")
+	}
+	if n.sessions.count() >= n.cfg.MaxConnections {
+		n.metrics.refused.WithLabelValues("max_connections").Inc()
+		n.log.Warn("connection limit reached", "limit", n.cfg.MaxConnections, "remote", r.RemoteAddr)
+		return fmt.Errorf("connection limit %d reached", n.cfg.MaxConnections)
+	}
+	return nil
+}
+
+// CheckOrigin applies the allowed origins. With none configured, requests
+// without an Origin header and same-origin requests pass.
+func (n *Node) CheckOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if len(n.cfg.AllowedOrigins) == 0 {
+		o := strings.TrimPrefix(strings.TrimPrefix(origin, "https://"), "http://")
+		if strings.EqualFold(o, r.Host) {
+			return true
+		}
+		n.log.Info("origin refused", "origin", origin, "host", r.Host)
+		return false
+	}
+	for _, pat := range n.cfg.AllowedOrigins {
+		if pat == "*" || strings.EqualFold(pat, origin) {
+			return true
+		}
+		if ok, _ := path.Match(strings.ToLower(pat), strings.ToLower(origin)); ok {
+			return true
+		}
+	}
+	n.log.Info("origin refused", "origin", origin)
+	return false
+}
+
+// OnOpen implements transport.Handler: a session begins, not yet
+// authenticated.
+func (n *Node) OnOpen(c *transport.Conn) {
+	s := &session{node: n, conn: c, id: newClientID()}
+	s.shard = uint32(maphash.String(n.sessions.seed, s.id))
+	s.openedAt = transport.Mono()
+	s.lastPresence = s.openedAt
+	c.Session = s
+	n.sessions.add(s)
+	n.metrics.connectsTotal.Inc()
+}
+
+// OnMessage implements transport.Handler.
+func (n *Node) OnMessage(c *transport.Conn, data []byte) {
+	if s, ok := c.Session.(*session); ok {
+		s.handleFrame(data)
+	}
+}
+
+// OnClose implements transport.Handler: the session is forgotten.
+func (n *Node) OnClose(c *transport.Conn, _ error) {
+	if s, ok := c.Session.(*session); ok {
+		s.cleanup()
+	}
+}
+
+// forget removes a closed session from the registry.
+func (n *Node) forget(s *session) {
+	if removed, left := n.sessions.remove(s); removed && left == 0 && n.draining.Load() {
+		n.goneOnce.Do(func() { close(n.allGone) })
+	}
+}

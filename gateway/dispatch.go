@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/centrifugal/protocol"
+
+	"github.com/spindlehq/spindle/transport"
+)
+
+// commandTimeout bounds the broker calls one client command may make.
+const commandTimeout = 10 * time.Second
+
+// maxFrameCommands bounds the commands one frame may carry.
+const maxFrameCommands = 100
+
+// handleFrame decodes and runs every command of one client frame.
+func (s *session) handleFrame(data []byte) {
+	s.hb.touch()
+	s.node.metrics.bytesIn.Add(float64(len(data)))
+	if len(bytes.TrimSpace(data)) == 0 {
+		return
+	}
+	cmds, err := decodeFrame(data)
+	if err != nil {
+		s.node.log.Info("malformed client frame", "client", s.id, "remote", s.conn.RemoteAddr(), "err", err)
+		s.node.metrics.commandErrors.WithLabelValues("decode").Inc()
+		s.close(DisconnectBadRequest, false)
+		return
+	}
+	for _, cmd := range cmds {
+		if !s.handleCommand(cmd) {
+			return
+		}
+	}
+}
+
+// decodeFrame splits a client frame into its newline-delimited commands.
+// The frame is copied first: the decoder does not copy strings, the
+// transport reuses data after the handler returns, and channel names live on.
+func decodeFrame(data []byte) ([]*protocol.Command, error) {
+	data = bytes.Clone(data)
+	dec := protocol.NewJSONCommandDecoder(data)
+	var cmds []*protocol.Command
+	for {
+		cmd, err := dec.Decode()
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("command %d: %w", len(cmds)+1, err)
+		}
+		if cmd != nil {
+			cmds = append(cmds, cmd)
+			if len(cmds) > maxFrameCommands {
+				return nil, fmt.Errorf("more than %d commands in one frame", maxFrameCommands)
+			}
+		}
+		if err != nil { // io.EOF: that was the last command
+			return cmds, nil
+		}
+	}
+}
+
+// outcome is what a command handler decided: a reply to queue, nothing
+// (the handler queued its own reply, in order with pushes), or a disconnect.
+type outcome struct {
+	reply      *protocol.Reply
+	disconnect *Disconnect
+}
+
+func replied(r *protocol.Reply) outcome { return outcome{reply: r} }
+func failed(err error) outcome          { return outcome{reply: &protocol.Reply{Error: protoError(err)}} }
+func disconnect(d Disconnect) outcome   { return outcome{disconnect: &d} }
+func (o outcome) queuedByHandler() bool { return o.reply == nil && o.disconnect == nil }
+
+// handleCommand runs one command and queues its reply. It returns false when
+// the connection is being closed.
+func (s *session) handleCommand(cmd *protocol.Command) bool {
+	method := commandMethod(cmd)
+	if method == "pong" {
+		s.hb.pong()
+		return true
+	}
+	n := s.node
+	n.metrics.commandsIn.WithLabelValues(method).Inc()
+	start := time.Now()
+	defer func() { n.metrics.commandDuration.WithLabelValues(method).Observe(time.Since(start).Seconds()) }()
+
+	if method != "connect" && !s.authed.Load() {
+		n.log.Info("command before connect", "client", s.id, "method", method)
+		s.close(DisconnectBadRequest, false)
+		return false
+	}
+	if method != "connect" && !s.allowCommand() {
+		n.metrics.commandErrors.WithLabelValues("rate").Inc()
+		return s.reply(cmd.Id, &protocol.Reply{Error: protoError(ErrTooManyRequests)})
+	}
+	if cmd.Id == 0 && method != "send" {
+		n.log.Info("command without id", "client", s.id, "method", method)
+		s.close(DisconnectBadRequest, false)
+		return false
+	}
+
+	ctx, cancel := context.WithTimeout(n.ctx, commandTimeout)
+	defer cancel()
+	var out outcome
+	switch method {
+	case "connect":
+		out = s.handleConnect(ctx, cmd.Id, cmd.Connect)
+	case "subscribe":
+		out = s.handleSubscribe(ctx, cmd.Id, cmd.Subscribe)
+	case "unsubscribe":
+		out = s.handleUnsubscribe(ctx, cmd.Id, cmd.Unsubscribe)
+	case "publish":
+		out = s.handlePublish(ctx, cmd.Publish)
+	case "presence":
+		out = s.handlePresence(ctx, cmd.Presence)
+	case "presence_stats":
+		out = s.handlePresenceStats(ctx, cmd.PresenceStats)
+	case "history":
+		out = s.handleHistory(ctx, cmd.History)
+	case "refresh":
+		out = s.handleRefresh(cmd.Refresh)
+	case "sub_refresh":
+		out = s.handleSubRefresh(cmd.SubRefresh)
+	case "ping":
+		out = replied(&protocol.Reply{Ping: &protocol.PingResult{}})
+	case "send":
+		return true // asynchronous messages have no handler here
+	default:
+		out = failed(ErrMethodNotFound)
+	}
+	switch {
+	case out.disconnect != nil:
+		d := *out.disconnect
+		n.log.Info("disconnecting client", "client", s.id, "user", s.identity(), "method", method, "code", d.Code, "reason", d.Reason)
+		s.close(d, false)
+		return false
+	case out.queuedByHandler():
+		return true
+	}
+	if out.reply.Error != nil {
+		n.metrics.commandErrors.WithLabelValues(method).Inc()
+	}
+	return s.reply(cmd.Id, out.reply)
+}
+
+// reply queues rep as the answer to command id.
+func (s *session) reply(id uint32, rep *protocol.Reply) bool {
+	rep.Id = id
+	frame, err := encodeReply(rep)
+	if err != nil {
+		s.node.log.Error("encode reply", "client", s.id, "err", err)
+		s.close(DisconnectServerError, false)
+		return false
+	}
+	return s.enqueue(frame)
+}
+
+func commandMethod(c *protocol.Command) string {
+	switch {
+	case c.Connect != nil:
+		return "connect"
+	case c.Subscribe != nil:
+		return "subscribe"
+	case c.Unsubscribe != nil:
+		return "unsubscribe"
+	case c.Publish != nil:
+		return "publish"
+	case c.Presence != nil:
+		return "presence"
+	case c.PresenceStats != nil:
+		return "presence_stats"
+	case c.History != nil:
+		return "history"
+	case c.Ping != nil:
+		return "ping"
+	case c.Send != nil:
+		return "send"
+	case c.Rpc != nil:
+		return "rpc"
+	case c.Refresh != nil:
+		return "refresh"
+	case c.SubRefresh != nil:
+		return "sub_refresh"
+	case c.Id == 0:
+		return "pong"
+	}
+	return "unknown"
+}
+
+// allowCommand takes one token from the connection's command bucket.
+func (s *session) allowCommand() bool {
+	rate := s.node.cfg.CommandRate
+	if rate <= 0 {
+		return true
+	}
+	now := transport.Mono()
+	burst := float64(s.node.cfg.CommandBurst)
+	if s.tokensAt == 0 {
+		s.tokens = burst
+	} else {
+		s.tokens = min(s.tokens+float64(now-s.tokensAt)/float64(time.Second)*rate, burst)
+	}
+	s.tokensAt = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}

@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+)
+
+// writers is the pool of goroutines that perform all socket writes. A
+// session is pinned to one shard by its hash, so its writes stay in order.
+type writers struct {
+	shards []*writerShard
+}
+
+type writerShard struct {
+	mu    sync.Mutex // guards ready
+	ready []*session
+	wake  chan struct{}
+}
+
+func newWriters(n int) *writers {
+	w := &writers{shards: make([]*writerShard, n)}
+	for i := range w.shards {
+		w.shards[i] = &writerShard{wake: make(chan struct{}, 1)}
+	}
+	return w
+}
+
+func (w *writers) schedule(s *session) {
+	sh := w.shards[s.shard%uint32(len(w.shards))]
+	sh.mu.Lock()
+	sh.ready = append(sh.ready, s)
+	sh.mu.Unlock()
+	select {
+	case sh.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run drains one shard's ready sessions whenever woken, until ctx ends.
+// What is still queued then is never written: the node is closing.
+func (sh *writerShard) run(ctx context.Context) {
+	var buf []byte
+	var batch []*session
+	for {
+		select {
+		case <-sh.wake:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			sh.mu.Lock()
+			batch, sh.ready = sh.ready, batch[:0]
+			sh.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for i, s := range batch {
+				buf = s.flush(buf)
+				batch[i] = nil
+			}
+		}
+	}
+}
