@@ -4,14 +4,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# apt_wait runs apt-get, waiting (up to 10 minutes) for a lock held by
+# another apt or dpkg on a busy machine instead of failing on it.
+apt_wait() {
+	local out
+	for _ in $(seq 60); do
+		if out=$(apt-get -o DPkg::Lock::Timeout=600 "$@" 2>&1); then
+			return 0
+		fi
+		if ! grep -q "Could not get lock\|Unable to lock\|is another process using it" <<<"$out"; then
+			echo "$out" >&2
+			return 1
+		fi
+		echo "deps: apt is busy; waiting for its lock" >&2
+		sleep 10
+	done
+	echo "$out" >&2
+	return 1
+}
+
 need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
 	echo "deps: installing ${need_apt[*]} from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+	apt_wait update -qq
+	apt_wait install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 # npm ci installs exactly what interop/package-lock.json pins and fails when

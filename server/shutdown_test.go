@@ -204,10 +204,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		c.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`, tok)))
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	time.Sleep(300 * time.Millisecond)
-	if p.status("/readyz") != http.StatusServiceUnavailable {
-		t.Error("readyz still 200 while draining")
-	}
+	waitFor(t, func() bool { return p.status("/readyz") == http.StatusServiceUnavailable })
 	start := time.Now()
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
