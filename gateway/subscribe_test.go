@@ -18,6 +18,9 @@ import (
 // each channel by client id.
 func consistency(t *testing.T, tn *testNode) map[string][]string {
 	t.Helper()
+	// A reply can reach the client while its handler still ends the
+	// subscription (presence, leave): wait for the node to settle first.
+	waitFor(t, "subscriptions to settle", func() bool { return settled(tn) })
 	bySession := map[*session]map[string]*subscription{}
 	total := 0
 	tn.sessions.each(func(s *session) {
@@ -91,6 +94,19 @@ func consistency(t *testing.T, tn *testNode) map[string][]string {
 		}
 	}
 	return live
+}
+
+// settled reports whether no subscription is between states.
+func settled(tn *testNode) bool {
+	ok := true
+	tn.sessions.each(func(s *session) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, sub := range s.subs {
+			ok = ok && sub.state == subLive
+		}
+	})
+	return ok
 }
 
 // checkViews compares what each client was told with what the node holds.
