@@ -19,6 +19,7 @@ type Config struct {
 	ConnectTimeout time.Duration // how long after the upgrade the connect command may take
 
 	MaxConnections     int           // sessions admitted at once
+	MaxPublicationSize int           // bytes of data one publication may carry; 0: no limit
 	ClientQueueMaxSize int           // bytes waiting for one client before it is a slow consumer
 	ClientStallTimeout time.Duration // how long a socket may accept no bytes while data waits
 	CommandRate        float64       // commands per second per connection; 0 disables

@@ -14,19 +14,26 @@ import (
 // The transport's side of a Node: which upgrades are admitted, and the
 // callbacks of transport.Handler that open, feed and close sessions.
 
-// Admit decides whether a new WebSocket upgrade may proceed.
-func (n *Node) Admit(r *http.Request) error {
+// Admit reserves a session's place before its upgrade, so that concurrent
+// upgrades cannot pass the connection limit between the check and the
+// count. The place is freed by release when the upgrade fails, or when the
+// session is forgotten.
+func (n *Node) Admit(r *http.Request) (release func(), err error) {
 	if n.draining.Load() {
 		n.metrics.refused.WithLabelValues("draining").Inc()
-		return errors.New("node is shutting down")
+		return nil, errors.New("node is shutting down")
 	}
-	if n.sessions.count() >= n.cfg.MaxConnections {
+	if n.admitted.Add(1) > int64(n.cfg.MaxConnections) {
+		n.admitted.Add(-1)
 		n.metrics.refused.WithLabelValues("max_connections").Inc()
 		n.log.Warn("connection limit reached", "limit", n.cfg.MaxConnections, "remote", r.RemoteAddr)
-		return fmt.Errorf("connection limit %d reached", n.cfg.MaxConnections)
+		return nil, fmt.Errorf("connection limit %d reached", n.cfg.MaxConnections)
 	}
-	return nil
+	return n.unadmit, nil
 }
+
+// unadmit frees a place Admit reserved.
+func (n *Node) unadmit() { n.admitted.Add(-1) }
 
 // CheckOrigin applies the allowed origins. With none configured, requests
 // without an Origin header and same-origin requests pass.
@@ -40,6 +47,7 @@ func (n *Node) CheckOrigin(r *http.Request) bool {
 		if strings.EqualFold(o, r.Host) {
 			return true
 		}
+		n.metrics.refused.WithLabelValues("origin").Inc()
 		n.log.Info("origin refused", "origin", origin, "host", r.Host)
 		return false
 	}
@@ -51,6 +59,7 @@ func (n *Node) CheckOrigin(r *http.Request) bool {
 			return true
 		}
 	}
+	n.metrics.refused.WithLabelValues("origin").Inc()
 	n.log.Info("origin refused", "origin", origin)
 	return false
 }
@@ -83,7 +92,12 @@ func (n *Node) OnClose(c *transport.Conn, _ error) {
 
 // forget removes a closed session from the registry.
 func (n *Node) forget(s *session) {
-	if removed, left := n.sessions.remove(s); removed && left == 0 && n.draining.Load() {
+	removed, left := n.sessions.remove(s)
+	if !removed {
+		return
+	}
+	n.unadmit()
+	if left == 0 && n.draining.Load() {
 		n.goneOnce.Do(func() { close(n.allGone) })
 	}
 }

@@ -65,6 +65,8 @@ func (n *Node) scan(ctx context.Context) {
 			}
 			return
 		case s.conn.Pending() > 0 && now-s.conn.LastProgress() > stall:
+			n.log.Warn("slow consumer: its socket took no bytes while data waited", "client", s.id, "user", s.identity(),
+				"remote", s.conn.RemoteAddr(), "pending_bytes", s.conn.Pending(), "for", time.Duration(now-s.conn.LastProgress()))
 			s.close(DisconnectSlow, true)
 			return
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,32 +107,83 @@ func TestShutdownDrains(t *testing.T) {
 	}
 }
 
+// When Shutdown's deadline comes before the end of the drain window, the
+// clients not yet told are told at once, and the node closes anyway.
 func TestShutdownDeadline(t *testing.T) {
 	tn := startTestNode(t, func(c *Config) { c.DrainWindow = time.Hour })
+	var cs []*tclient
 	for range 3 {
 		c := dialClient(t, tn.url)
 		c.connect(connectToken(t, "d"))
+		cs = append(cs, c)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
+	start := time.Now()
 	err := tn.Shutdown(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "clients left") {
+	// All gone by the deadline gives nil; someone still there, the deadline.
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown past its deadline: %v", err)
 	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Shutdown took %v with a 50 ms deadline", took)
+	}
+	for _, c := range cs {
+		if code := c.closeCode(); code != DisconnectShutdown.Code {
+			t.Errorf("client closed with %d, want 3001", code)
+		}
+	}
 	if err := tn.mem.Start(tn.Node); err == nil {
-		t.Fatal("the node did not close its broker after a late drain")
+		t.Fatal("the node did not close its broker after a cut-short drain")
 	}
 }
 
-// Upgrades are refused while draining and past the connection limit.
+// The connection limit holds for upgrades arriving together (a place is
+// reserved before the upgrade), failed upgrades give their place back, and
+// closed sessions free theirs.
 func TestAdmit(t *testing.T) {
-	tn := startTestNode(t, func(c *Config) { c.MaxConnections = 2 })
-	for range 2 {
+	const limit = 4
+	tn := startTestNode(t, func(c *Config) { c.MaxConnections = limit })
+	httpURL := "http" + strings.TrimPrefix(tn.url, "ws")
+	for range 6 { // not upgrades: each is admitted, fails, and must release
+		resp, err := http.Get(httpURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var mu sync.Mutex
+	var conns []*websocket.Conn
+	refused := 0
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			ws, resp, err := websocket.DefaultDialer.Dial(tn.url, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				conns = append(conns, ws)
+			case resp != nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+				refused++
+			default:
+				t.Errorf("dial: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(conns) != limit || refused != 30-limit {
+		t.Fatalf("%d upgrades admitted and %d refused with a limit of %d", len(conns), refused, limit)
+	}
+	for _, ws := range conns {
+		ws.Close()
+	}
+	waitFor(t, "closed sessions to free their places", func() bool { return tn.NumClients() == 0 })
+	for range limit {
 		dialClient(t, tn.url)
 	}
-	waitFor(t, "two sessions", func() bool { return tn.NumClients() == 2 })
-	if _, resp, err := websocket.DefaultDialer.Dial(tn.url, nil); err == nil || resp == nil || resp.StatusCode != 503 {
-		t.Fatalf("third connection: %v %v", err, resp)
+	if v := metricValue(t, tn, "spindle_connections_refused_total"); v != 30-limit {
+		t.Fatalf("refusals counted %v, want %d", v, 30-limit)
 	}
 }
 

@@ -50,6 +50,9 @@ func (n *Node) Publish(ctx context.Context, ch string, data json.RawMessage, o P
 }
 
 func (n *Node) publish(ctx context.Context, ch string, data []byte, historySize int, rules *config.ChannelOptions, x publishExtras) (broker.StreamPosition, error) {
+	if max := n.cfg.MaxPublicationSize; max > 0 && len(data) > max {
+		return broker.StreamPosition{}, errorf(ErrLimitExceeded, "publish %q: %d bytes of data, over max_publication_size %d", ch, len(data), max)
+	}
 	sp, err := n.broker.Publish(ctx, ch, data, broker.PublishOptions{
 		HistorySize:    historySize,
 		HistoryTTL:     rules.HistoryTTL.D(),

@@ -19,7 +19,7 @@ import (
 //   - user, connInfo: written once by the connect command, under mu and
 //     before authed is set; read by anyone after authed.Load() is true.
 //   - mu guards subs, gone, and each subscription's state and held frames.
-//   - qmu guards the outbound queue: q, qbytes, scheduled, closing.
+//   - qmu guards the outbound queue: q, qbytes, scheduled, closing, bigEnd, bigLen.
 //   - tokens, tokensAt: the message handler's (the transport runs one
 //     OnMessage at a time per connection).
 //   - lastPresence: the heartbeat loop's.
@@ -48,6 +48,8 @@ type session struct {
 	qbytes    int
 	scheduled bool
 	closing   *Disconnect
+	bigEnd    int64 // a frame larger than the bound is written until Conn.Written reaches this; 0: none
+	bigLen    int64 // its size, added to the bound until then
 
 	hb heartbeat
 

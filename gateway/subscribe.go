@@ -367,8 +367,13 @@ func (s *session) handleSubscribe(ctx context.Context, id uint32, req *protocol.
 		if errors.Is(err, auth.ErrTokenExpired) {
 			return failed(ErrTokenExpired)
 		}
-		if err != nil || c.Channel != ch || c.UserID != user {
+		switch {
+		case err != nil:
 			n.log.Info("subscription token refused", "client", s.id, "channel", ch, "err", err)
+			return failed(ErrPermissionDenied)
+		case c.Channel != ch || c.UserID != user:
+			n.log.Info("subscription token refused: it is for another channel or user", "client", s.id,
+				"channel", ch, "token_channel", c.Channel, "user", user, "token_user", c.UserID)
 			return failed(ErrPermissionDenied)
 		}
 		chanInfo = bytes.Clone(c.Info)

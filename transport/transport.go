@@ -34,15 +34,19 @@ type Handler interface {
 
 // Config sets up a Server.
 type Config struct {
-	Addr           string                      // listen address, e.g. 127.0.0.1:8000
-	Path           string                      // WebSocket endpoint, e.g. /connection/websocket
-	MaxMessageSize int                         // larger client messages close the connection with 1009
-	IdleTimeout    time.Duration               // backstop read deadline, refreshed by every message
-	CheckOrigin    func(r *http.Request) bool  // nil allows every origin
-	Admit          func(r *http.Request) error // refuse an upgrade with 503 when it returns an error
-	HTTP           http.Handler                // serves every other path (the server API)
-	MaxConns       int                         // the event loop refuses connections past this
-	Logger         *slog.Logger
+	Addr           string                     // listen address, e.g. 127.0.0.1:8000
+	Path           string                     // WebSocket endpoint, e.g. /connection/websocket
+	MaxMessageSize int                        // larger client messages close the connection with 1009
+	IdleTimeout    time.Duration              // backstop read deadline, refreshed by every message
+	CheckOrigin    func(r *http.Request) bool // nil allows every origin
+	// Admit reserves a place for a new connection before its upgrade, or
+	// refuses it (503 with Retry-After) with an error. release gives the
+	// place back when the upgrade then fails; once OnOpen is called the
+	// place is the connection's, and the Handler frees it after OnClose.
+	Admit    func(r *http.Request) (release func(), err error)
+	HTTP     http.Handler // serves every other path (the server API)
+	MaxConns int          // the event loop refuses connections past this
+	Logger   *slog.Logger
 }
 
 // Server is a listening WebSocket endpoint.
@@ -140,12 +144,12 @@ func New(cfg Config, h Handler) (*Server, error) {
 		MaxLoad:                 maxLoad,
 		ReleaseWebsocketPayload: true,
 		MessageHandlerPoolSize:  runtime.GOMAXPROCS(0) * 256,
+		// Start binds the socket before the event loop runs; the engine
+		// takes that listener.
 		Listen: func(network, addr string) (net.Listener, error) {
-			l, err := net.Listen(network, addr)
-			if err != nil {
-				return nil, err
+			if s.ln == nil {
+				return nil, fmt.Errorf("transport: listener for %s not bound", addr)
 			}
-			s.ln = newDrainListener(l)
 			return s.ln, nil
 		},
 	})
@@ -166,9 +170,19 @@ func New(cfg Config, h Handler) (*Server, error) {
 }
 
 // Start listens and serves until Shutdown.
+//
+// The socket is bound first, and the event loop starts only when that
+// worked: nbio starts its pollers before its listeners, and stopping them
+// again after a failed listen could hang (a busy port hung start-up).
 func (s *Server) Start() error {
-	if err := s.engine.Start(); err != nil {
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = newDrainListener(l)
+	if err := s.engine.Start(); err != nil {
+		_ = s.ln.Close()
+		return fmt.Errorf("start event loop on %s: %w", s.cfg.Addr, err)
 	}
 	return nil
 }
@@ -198,8 +212,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
+	release := func() {}
 	if s.cfg.Admit != nil {
-		if err := s.cfg.Admit(r); err != nil {
+		var err error
+		if release, err = s.cfg.Admit(r); err != nil {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
@@ -207,6 +223,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		release()
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
@@ -241,6 +258,11 @@ func (c *Conn) Pending() int64 {
 	}
 	return p
 }
+
+// Handed and Written count the bytes given to the event loop and the bytes
+// the kernel accepted, since the connection opened.
+func (c *Conn) Handed() int64  { return c.handed.Load() }
+func (c *Conn) Written() int64 { return c.written.Load() }
 
 // LastProgress is when (Mono) the kernel last accepted bytes for this connection.
 func (c *Conn) LastProgress() int64 { return c.progress.Load() }
