@@ -4,9 +4,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +22,13 @@ import (
 	"github.com/spindlehq/spindle/gateway"
 )
 
+// Config sets up a Handler.
+type Config struct {
+	Key              string // X-API-Key; empty refuses every call
+	MaxBodySize      int64  // bytes of one request body; 0: 16 MiB
+	MaxBatchCommands int    // commands in one batch; 0: 1000
+}
+
 // Handler serves /api/. Build it with New; Shutdown refuses new calls
 // and waits for those in flight.
 type Handler struct {
@@ -26,16 +36,28 @@ type Handler struct {
 	key      string
 	log      *slog.Logger
 	maxBody  int64
+	maxBatch int
 	inflight inflight
 }
 
-// New returns the API handler for node, guarded by key.
-func New(node *gateway.Node, key string, log *slog.Logger) *Handler {
+// New returns the API handler for node.
+func New(node *gateway.Node, cfg Config, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{node: node, key: key, log: log, maxBody: 16 << 20}
+	h := &Handler{node: node, key: cfg.Key, log: log, maxBody: cfg.MaxBodySize, maxBatch: cfg.MaxBatchCommands}
+	if h.maxBody <= 0 {
+		h.maxBody = 16 << 20
+	}
+	if h.maxBatch <= 0 {
+		h.maxBatch = 1000
+	}
+	return h
 }
+
+// errMalformed marks a request whose body cannot be read as the method's
+// params: HTTP 400, as Centrifugo answers.
+var errMalformed = fmt.Errorf("malformed request: %w", gateway.ErrBadRequest)
 
 // Shutdown makes the handler refuse new calls with 503 and waits until the
 // calls being served have finished or ctx ends.
@@ -84,13 +106,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		writeJSONStatus(w, http.StatusBadRequest, replyError(gateway.ErrBadRequest))
+		return
+	}
 	if method == "" { // legacy form: {"method": "...", "params": {...}}
 		var legacy struct {
 			Method string          `json:"method"`
 			Params json.RawMessage `json:"params"`
 		}
 		if err := json.Unmarshal(body, &legacy); err != nil {
-			writeJSON(w, replyError(gateway.ErrBadRequest))
+			writeJSONStatus(w, http.StatusBadRequest, replyError(gateway.ErrBadRequest))
 			return
 		}
 		method, body = legacy.Method, legacy.Params
@@ -98,11 +124,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	res, err := h.call(ctx, method, body)
-	if err != nil {
+	switch {
+	case errors.Is(err, errMalformed):
+		writeJSONStatus(w, http.StatusBadRequest, replyError(h.replyErr(method, err)))
+	case errors.Is(err, gateway.ErrMethodNotFound):
+		writeJSONStatus(w, http.StatusNotFound, replyError(h.replyErr(method, err)))
+	case err != nil:
 		writeJSON(w, replyError(h.replyErr(method, err)))
-		return
+	case method == "batch":
+		writeJSON(w, res) // {"replies": [...]} at the top, as Centrifugo answers
+	default:
+		writeJSON(w, map[string]any{"result": res})
 	}
-	writeJSON(w, map[string]any{"result": res})
 }
 
 func (h *Handler) authorized(r *http.Request) bool {
@@ -115,8 +148,11 @@ func (h *Handler) authorized(r *http.Request) bool {
 	return h.key != "" && subtle.ConstantTimeCompare([]byte(got), []byte(h.key)) == 1
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+func writeJSON(w http.ResponseWriter, v any) { writeJSONStatus(w, http.StatusOK, v) }
+
+func writeJSONStatus(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
@@ -158,8 +194,8 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		if err := decode(params, &p); err != nil {
 			return nil, err
 		}
-		if p.Channel == "" || (p.User == "" && p.Client == "") {
-			return nil, gateway.ErrBadRequest
+		if p.Channel == "" {
+			return nil, fmt.Errorf("no channel: %w", gateway.ErrBadRequest)
 		}
 		if _, err := h.node.Subscribe(ctx, p.User, p.Client, p.Channel); err != nil {
 			return nil, err
@@ -170,8 +206,8 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		if err := decode(params, &p); err != nil {
 			return nil, err
 		}
-		if p.Channel == "" || (p.User == "" && p.Client == "") {
-			return nil, gateway.ErrBadRequest
+		if p.Channel == "" {
+			return nil, fmt.Errorf("no channel: %w", gateway.ErrBadRequest)
 		}
 		h.node.Unsubscribe(ctx, p.User, p.Client, p.Channel)
 		return struct{}{}, nil
@@ -258,6 +294,8 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		return map[string]any{"nodes": []any{map[string]any{
 			"uid": "local", "name": i.Name, "version": i.Version, "num_clients": i.NumClients,
 			"num_users": i.NumUsers, "num_channels": i.NumChannels, "num_subs": i.NumSubs, "uptime": i.Uptime,
+			// Centrifugo aggregates over an interval; these are read live (interval 0).
+			"metrics": map[string]any{"interval": 0, "items": h.node.Metrics()},
 		}}}, nil
 	case "batch":
 		var p struct {
@@ -265,6 +303,10 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 		}
 		if err := decode(params, &p); err != nil {
 			return nil, err
+		}
+		if len(p.Commands) > h.maxBatch {
+			return nil, &gateway.Error{Code: gateway.ErrLimitExceeded.Code,
+				Message: fmt.Sprintf("limit exceeded: %d commands in one batch, at most %d (api_batch_max_commands)", len(p.Commands), h.maxBatch)}
 		}
 		replies := make([]map[string]any, 0, len(p.Commands))
 		for _, c := range p.Commands {
@@ -286,6 +328,18 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 			}
 		}
 		return map[string]any{"replies": replies}, nil
+	case "refresh":
+		var p struct {
+			User     string `json:"user"`
+			Client   string `json:"client"`
+			Expired  bool   `json:"expired"`
+			ExpireAt int64  `json:"expire_at"`
+		}
+		if err := decode(params, &p); err != nil {
+			return nil, err
+		}
+		h.node.Refresh(p.User, p.Client, p.Expired, p.ExpireAt)
+		return struct{}{}, nil
 	}
 	return nil, fmt.Errorf("method %q: %w", method, gateway.ErrMethodNotFound)
 }
@@ -293,12 +347,20 @@ func (h *Handler) call(ctx context.Context, method string, params json.RawMessag
 type publishParams struct {
 	Channel        string            `json:"channel"`
 	Data           json.RawMessage   `json:"data"`
+	B64Data        string            `json:"b64data"` // data in base64, used when data is absent
 	SkipHistory    bool              `json:"skip_history"`
 	Tags           map[string]string `json:"tags"`
 	IdempotencyKey string            `json:"idempotency_key"`
 }
 
 func (h *Handler) publish(ctx context.Context, ch string, p publishParams) (any, error) {
+	if len(p.Data) == 0 && p.B64Data != "" {
+		data, err := base64.StdEncoding.DecodeString(p.B64Data)
+		if err != nil {
+			return nil, fmt.Errorf("publish: b64data: %v: %w", err, gateway.ErrBadRequest)
+		}
+		p.Data = data
+	}
 	if ch == "" || len(p.Data) == 0 {
 		return nil, fmt.Errorf("publish: no channel or no data: %w", gateway.ErrBadRequest)
 	}
@@ -315,7 +377,7 @@ func (h *Handler) publish(ctx context.Context, ch string, p publishParams) (any,
 
 func decode(params json.RawMessage, v any) error {
 	if err := json.Unmarshal(params, v); err != nil {
-		return fmt.Errorf("params: %v: %w", err, gateway.ErrBadRequest)
+		return fmt.Errorf("params: %v: %w", err, errMalformed)
 	}
 	return nil
 }

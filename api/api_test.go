@@ -74,7 +74,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if log == nil {
 		log = discardLogger()
 	}
-	h := New(node, o.key, log)
+	h := New(node, Config{Key: o.key}, log)
 	if o.maxBody != 0 {
 		h.maxBody = o.maxBody // before the server runs: the handler reads it unlocked
 	}
@@ -119,13 +119,16 @@ func (e *env) do(method, path, body string, hdr map[string]string) (int, http.He
 type reply struct {
 	Result json.RawMessage `json:"result"`
 	Error  *apiError       `json:"error"`
+	status int
 }
 
-// post calls POST path with the right key, expects 200 and decodes the reply.
+// post calls POST path with the right key and decodes the reply. As in
+// Centrifugo, a result is 200, a malformed request 400, an unknown method
+// 404, and every other error a 200 carrying it.
 func (e *env) post(path, body string) reply {
 	e.t.Helper()
 	status, hdr, b := e.do(http.MethodPost, path, body, map[string]string{"X-API-Key": testKey})
-	if status != http.StatusOK {
+	if status != http.StatusOK && status != http.StatusBadRequest && status != http.StatusNotFound {
 		e.t.Fatalf("POST %s %s: status %d, body %q", path, body, status, b)
 	}
 	if ct := hdr.Get("Content-Type"); ct != "application/json" {
@@ -137,6 +140,13 @@ func (e *env) post(path, body string) reply {
 	}
 	if (r.Result == nil) == (r.Error == nil) {
 		e.t.Fatalf("POST %s: reply %q has to carry exactly one of result and error", path, b)
+	}
+	r.status = status
+	switch {
+	case r.Result != nil && status != http.StatusOK,
+		r.Error != nil && r.Error.Code == 104 && status != http.StatusNotFound,
+		r.Error != nil && r.Error.Code != 104 && r.Error.Code != 107 && status != http.StatusOK:
+		e.t.Errorf("POST %s %s: status %d for %q", path, body, status, b)
 	}
 	return r
 }
@@ -565,8 +575,8 @@ func TestHistoryRemove(t *testing.T) {
 	epoch := *e.publish("hr", "1").Epoch
 	e.ok("history_remove", `{"channel":"hr"}`, nil)
 	h := e.everything("hr")
-	if len(h.Publications) != 0 || h.Epoch == epoch {
-		t.Errorf("after history_remove: %+v, want no publications and a new epoch", h)
+	if len(h.Publications) != 0 || h.Epoch != epoch || h.Offset != 1 {
+		t.Errorf("after history_remove: %+v, want no publications, the same epoch and offset (as Centrifugo)", h)
 	}
 	e.fails("history_remove", `{"channel":"nope:x"}`, 102)
 	e.fails("history_remove", `{}`, 107)
@@ -604,13 +614,13 @@ func TestSubscribeUnsubscribeDisconnect(t *testing.T) {
 		params string
 		code   uint32 // 0: success
 	}{
-		{"subscribe", `{"channel":"s"}`, 107},
-		{"subscribe", `{"user":"","client":"","channel":"s"}`, 107},
+		{"subscribe", `{"channel":"s"}`, 0}, // user "": the anonymous sessions, as Centrifugo
+		{"subscribe", `{"user":"","client":"","channel":"s"}`, 0},
 		{"subscribe", `{"user":"u"}`, 107},
 		{"subscribe", `{"user":"u","channel":"nope:x"}`, 102},
 		{"subscribe", `{"user":"u","channel":"s"}`, 0},
 		{"subscribe", `{"client":"c","channel":"s"}`, 0},
-		{"unsubscribe", `{"channel":"s"}`, 107},
+		{"unsubscribe", `{"channel":"s"}`, 0},
 		{"unsubscribe", `{"user":"u"}`, 107},
 		{"unsubscribe", `{"user":"u","channel":"s"}`, 0},
 		{"disconnect", `{}`, 107},
@@ -641,7 +651,7 @@ func TestSubscribeUnsubscribeDisconnect(t *testing.T) {
 
 func TestChannels(t *testing.T) {
 	e := newTestEnv(t)
-	for _, params := range []string{``, `{}`, `{"pattern":"news*"}`} {
+	for _, params := range []string{`{}`, `{"pattern":"news*"}`} {
 		var r struct {
 			Channels map[string]struct {
 				NumClients int `json:"num_clients"`
@@ -659,12 +669,12 @@ func TestInfo(t *testing.T) {
 	var r struct {
 		Nodes []map[string]json.RawMessage `json:"nodes"`
 	}
-	e.ok("info", ``, &r)
+	e.ok("info", `{}`, &r)
 	if len(r.Nodes) != 1 {
 		t.Fatalf("%d nodes, want 1", len(r.Nodes))
 	}
 	n := r.Nodes[0]
-	for _, k := range []string{"uid", "name", "version", "num_clients", "num_users", "num_channels", "num_subs", "uptime"} {
+	for _, k := range []string{"uid", "name", "version", "num_clients", "num_users", "num_channels", "num_subs", "uptime", "metrics"} {
 		if _, ok := n[k]; !ok {
 			t.Errorf("nodes[0] has no %q: %v", k, n)
 		}
@@ -679,10 +689,10 @@ func TestInfo(t *testing.T) {
 
 func TestUnknownMethod(t *testing.T) {
 	e := newTestEnv(t)
-	// Today an unknown method is HTTP 200 with error 104.
+	// An unknown method is 404 with error 104, as in Centrifugo.
 	status, _, body := e.do(http.MethodPost, "/api/nope", `{}`, map[string]string{"X-API-Key": testKey})
-	if status != http.StatusOK {
-		t.Fatalf("status %d, want 200", status)
+	if status != http.StatusNotFound {
+		t.Fatalf("status %d, want 404", status)
 	}
 	if want := `{"error":{"code":104,"message":"method not found"}}` + "\n"; string(body) != want {
 		t.Errorf("body %q, want %q", body, want)
@@ -705,12 +715,29 @@ func TestMalformedParams(t *testing.T) {
 	}
 }
 
+// batch calls the batch method and decodes its answer: {"replies": [...]}
+// at the top, with no "result" around it (as Centrifugo answers).
+func (e *env) batch(body string, out any) {
+	e.t.Helper()
+	status, _, b := e.do(http.MethodPost, "/api/batch", body, map[string]string{"X-API-Key": testKey})
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil || status != http.StatusOK {
+		e.t.Fatalf("batch: status %d, body %q", status, b)
+	}
+	if _, ok := top["replies"]; !ok || len(top) != 1 {
+		e.t.Fatalf("batch answer %q, want only replies at the top", b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func TestBatch(t *testing.T) {
 	e := newTestEnv(t)
 	var r struct {
 		Replies []map[string]json.RawMessage `json:"replies"`
 	}
-	e.ok("batch", `{"commands":[
+	e.batch(`{"commands":[
 		{"publish":{"channel":"bt","data":{"n":1}}},
 		{"publish":{"channel":"bt","data":{"n":2}}},
 		{"history":{"channel":"bt","limit":-1}},
@@ -754,7 +781,7 @@ func TestBatch(t *testing.T) {
 	var empty struct {
 		Replies []json.RawMessage `json:"replies"`
 	}
-	e.ok("batch", `{"commands":[]}`, &empty)
+	e.batch(`{"commands":[]}`, &empty)
 	if empty.Replies == nil || len(empty.Replies) != 0 {
 		t.Errorf("empty batch: %+v", empty)
 	}
@@ -828,7 +855,7 @@ func TestReplyErr(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var logs bytes.Buffer
-			h := New(nil, testKey, slog.New(slog.NewTextHandler(&logs, nil)))
+			h := New(nil, Config{Key: testKey}, slog.New(slog.NewTextHandler(&logs, nil)))
 			e := h.replyErr("publish", c.err)
 			if e.Code != c.code || e.Message != c.message {
 				t.Errorf("replyErr = %d %q, want %d %q", e.Code, e.Message, c.code, c.message)
@@ -855,5 +882,92 @@ func TestReplyErr(t *testing.T) {
 				t.Errorf("reply %s, want %s", b, want)
 			}
 		})
+	}
+}
+
+// A batch has a bound on its commands, refused as a whole with a message
+// that says which.
+func TestBatchLimit(t *testing.T) {
+	e := newEnv(t, envOptions{key: testKey})
+	e.h.maxBatch = 3
+	cmds := strings.Repeat(`{"publish":{"channel":"bl","data":1}},`, 4)
+	r := e.call("batch", `{"commands":[`+strings.TrimSuffix(cmds, ",")+`]}`)
+	if r.Error == nil || r.Error.Code != 106 || !strings.Contains(r.Error.Message, "at most 3") {
+		t.Fatalf("batch over the limit: %+v", r.Error)
+	}
+	if h := e.everything("bl"); len(h.Publications) != 0 {
+		t.Fatalf("a refused batch published %d", len(h.Publications))
+	}
+	var ok struct {
+		Replies []json.RawMessage `json:"replies"`
+	}
+	e.batch(`{"commands":[`+strings.TrimSuffix(strings.Repeat(`{"publish":{"channel":"bl","data":1}},`, 3), ",")+`]}`, &ok)
+	if len(ok.Replies) != 3 {
+		t.Fatalf("batch at the limit: %d replies", len(ok.Replies))
+	}
+}
+
+// Centrifugo's HTTP statuses: a malformed or empty body is 400, an unknown
+// method 404; errors of a well-formed call are 200 with the error.
+func TestCentrifugoStatuses(t *testing.T) {
+	e := newTestEnv(t)
+	key := map[string]string{"X-API-Key": testKey}
+	for _, c := range []struct {
+		path, body string
+		status     int
+		code       uint32
+	}{
+		{"/api/publish", `{"channel":`, http.StatusBadRequest, 107},
+		{"/api/publish", ``, http.StatusBadRequest, 107},
+		{"/api/info", ` `, http.StatusBadRequest, 107},
+		{"/api/nope", `{}`, http.StatusNotFound, 104},
+		{"/api/publish", `{"channel":"nope:x","data":1}`, http.StatusOK, 102},
+		{"/api/publish", `{"data":1}`, http.StatusOK, 107},
+	} {
+		status, _, b := e.do(http.MethodPost, c.path, c.body, key)
+		var r reply
+		_ = json.Unmarshal(b, &r)
+		if status != c.status || r.Error == nil || r.Error.Code != c.code {
+			t.Errorf("%s %q: status %d, body %q; want %d with code %d", c.path, c.body, status, b, c.status, c.code)
+		}
+	}
+}
+
+// publish takes b64data when data is absent.
+func TestPublishB64Data(t *testing.T) {
+	e := newTestEnv(t)
+	e.ok("publish", `{"channel":"b64","b64data":"eyJ4IjoxfQ=="}`, nil) // {"x":1}
+	if h := e.everything("b64"); len(h.Publications) != 1 || string(h.Publications[0].Data) != `{"x":1}` {
+		t.Fatalf("history %+v", h)
+	}
+	e.fails("publish", `{"channel":"b64","b64data":"%%%"}`, 107)
+}
+
+// refresh is a known method (it answers {}), also for users with no session.
+func TestRefresh(t *testing.T) {
+	e := newTestEnv(t)
+	var r map[string]any
+	e.ok("refresh", `{"user":"u","expire_at":2000000000}`, &r)
+	e.ok("refresh", `{"user":"u","expired":true}`, &r)
+	if len(r) != 0 {
+		t.Fatalf("refresh result %v, want {}", r)
+	}
+}
+
+// info carries the node's metrics.
+func TestInfoMetrics(t *testing.T) {
+	e := newTestEnv(t)
+	e.ok("publish", `{"channel":"m","data":1}`, nil)
+	var r struct {
+		Nodes []struct {
+			Metrics struct {
+				Items map[string]float64 `json:"items"`
+			} `json:"metrics"`
+		} `json:"nodes"`
+	}
+	e.ok("info", `{}`, &r)
+	items := r.Nodes[0].Metrics.Items
+	if _, ok := items["spindle_connections"]; !ok || len(items) < 5 {
+		t.Fatalf("info metrics %v", items)
 	}
 }

@@ -95,7 +95,7 @@ func TestShutdownWaitsForCallInFlight(t *testing.T) {
 }
 
 func TestShutdownIdleReturnsAtOnce(t *testing.T) {
-	h := New(nil, testKey, discardLogger())
+	h := New(nil, Config{Key: testKey}, discardLogger())
 	if err := h.Shutdown(boundedCtx(t)); err != nil {
 		t.Fatalf("Shutdown of an idle handler: %v", err)
 	}
@@ -103,7 +103,7 @@ func TestShutdownIdleReturnsAtOnce(t *testing.T) {
 
 func TestShutdownExpiredContext(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	h := New(nil, testKey, discardLogger())
+	h := New(nil, Config{Key: testKey}, discardLogger())
 	for range 3 {
 		if !h.inflight.enter() {
 			t.Fatal("enter refused before shutdown")
@@ -135,7 +135,7 @@ func TestShutdownExpiredContext(t *testing.T) {
 }
 
 func TestShutdownCanceledWhileWaiting(t *testing.T) {
-	h := New(nil, testKey, discardLogger())
+	h := New(nil, Config{Key: testKey}, discardLogger())
 	h.inflight.enter()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -151,7 +151,7 @@ func TestShutdownCanceledWhileWaiting(t *testing.T) {
 }
 
 func TestShutdownTwice(t *testing.T) {
-	h := New(nil, testKey, discardLogger())
+	h := New(nil, Config{Key: testKey}, discardLogger())
 	if err := h.Shutdown(boundedCtx(t)); err != nil {
 		t.Fatalf("first Shutdown: %v", err)
 	}
@@ -206,9 +206,9 @@ func TestInflightBalancedAfterRequests(t *testing.T) {
 		{http.MethodPost, "/api/info", `{}`, nil, http.StatusUnauthorized},
 		{http.MethodGet, "/api/info", ``, key, http.StatusMethodNotAllowed},
 		{http.MethodPost, "/api/publish", strings.Repeat(" ", 65), key, http.StatusRequestEntityTooLarge},
-		{http.MethodPost, "/api/nope", `{}`, key, http.StatusOK},
+		{http.MethodPost, "/api/nope", `{}`, key, http.StatusNotFound},
 		{http.MethodPost, "/api/publish", `{"channel":"nope:x","data":1}`, key, http.StatusOK},
-		{http.MethodPost, "/api", `garbage`, key, http.StatusOK},
+		{http.MethodPost, "/api", `garbage`, key, http.StatusBadRequest},
 	} {
 		status, _, body := e.do(c.method, c.path, c.body, c.hdr)
 		if status != c.status {

@@ -77,7 +77,8 @@ type Broker interface {
 	// longer be continued (other epoch, publications evicted) gives
 	// ErrUnrecoverablePosition together with the current position.
 	History(ctx context.Context, channel string, f HistoryFilter) ([]*Publication, StreamPosition, error)
-	// RemoveHistory drops the stream; the next one gets a new epoch.
+	// RemoveHistory drops the stored publications; the stream keeps its
+	// epoch and offset, so subscribers at the top can still continue.
 	RemoveHistory(ctx context.Context, channel string) error
 	// Channels lists channels this node subscribed to.
 	Channels() []string

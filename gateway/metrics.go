@@ -6,6 +6,7 @@ import (
 
 // metrics are the gateway's Prometheus series, all prefixed spindle_.
 type metrics struct {
+	own             *prometheus.Registry // every series below, for Node.Metrics
 	connections     prometheus.GaugeFunc
 	subscriptions   prometheus.GaugeFunc
 	connectsTotal   prometheus.Counter
@@ -80,10 +81,29 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Name: "spindle_recoveries_total", Help: "Subscribe requests asking to recover, by outcome.",
 		}, []string{"outcome"}),
 	}
+	all := []prometheus.Collector{m.connections, m.subscriptions, m.connectsTotal, m.refused, m.commandsIn, m.commandErrors,
+		m.commandDuration, m.framesOut, m.bytesOut, m.bytesIn, m.published, m.delivered, m.queueDrops,
+		m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries}
+	m.own = prometheus.NewRegistry()
+	m.own.MustRegister(all...)
 	if reg != nil {
-		reg.MustRegister(m.connections, m.subscriptions, m.connectsTotal, m.refused, m.commandsIn, m.commandErrors,
-			m.commandDuration, m.framesOut, m.bytesOut, m.bytesIn, m.published, m.delivered, m.queueDrops,
-			m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries)
+		reg.MustRegister(all...)
 	}
 	return m
+}
+
+// Metrics returns the node's own counters and gauges by series name
+// (labelled series summed), for the info API.
+func (n *Node) Metrics() map[string]float64 {
+	out := make(map[string]float64)
+	mfs, err := n.metrics.own.Gather()
+	if err != nil {
+		n.log.Error("gather the node's metrics", "err", err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			out[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
 }

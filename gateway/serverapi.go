@@ -120,6 +120,21 @@ func (n *Node) Disconnect(user, client string, d Disconnect) int {
 	return len(list)
 }
 
+// Refresh sets when the sessions of user (or one client) expire (unix
+// seconds; 0: never), or with expired ends them now with 3005. It returns
+// how many sessions there were.
+func (n *Node) Refresh(user, client string, expired bool, expireAt int64) int {
+	list := n.sessions.find(user, client)
+	for _, s := range list {
+		if expired {
+			s.close(DisconnectExpired, false)
+			continue
+		}
+		s.expireAt.Store(expireAt)
+	}
+	return len(list)
+}
+
 // Presence lists the clients in ch.
 func (n *Node) Presence(ctx context.Context, ch string) (*protocol.PresenceResult, error) {
 	if err := n.presenceEnabled(ch); err != nil {

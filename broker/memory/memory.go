@@ -311,8 +311,11 @@ func (st *stream) dropExpired(now time.Time) {
 func (b *Broker) RemoveHistory(_ context.Context, ch string) error {
 	s := b.shard(ch)
 	s.mu.Lock()
-	delete(s.streams, ch)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if st, ok := s.streams[ch]; ok {
+		clear(st.pubs)
+		st.pubs, st.expires = st.pubs[:0], st.expires[:0]
+	}
 	return nil
 }
 

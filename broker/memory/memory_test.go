@@ -187,10 +187,23 @@ func TestHistoryAndRecovery(t *testing.T) {
 	if len(rev) != 2 || rev[0].Offset != 5 {
 		t.Fatalf("reverse = %v", rev)
 	}
+	// Removing history keeps the stream's epoch and offset (as Centrifugo
+	// does): a subscriber at the top continues, one behind cannot recover.
 	_ = b.RemoveHistory(ctx, "h")
-	_, after, _ := b.History(ctx, "h", broker.HistoryFilter{})
-	if after.Epoch == sp.Epoch || after.Offset != 0 {
-		t.Fatalf("after remove: %v (before %v)", after, sp)
+	pubs, after, _ := b.History(ctx, "h", broker.HistoryFilter{Limit: -1})
+	if len(pubs) != 0 || after != sp {
+		t.Fatalf("after remove: %d publications at %v (before %v)", len(pubs), after, sp)
+	}
+	if _, _, err := b.History(ctx, "h", broker.HistoryFilter{Since: &sp, Limit: -1}); err != nil {
+		t.Fatalf("continuing from the top after remove: %v", err)
+	}
+	behind := broker.StreamPosition{Offset: sp.Offset - 1, Epoch: sp.Epoch}
+	if _, _, err := b.History(ctx, "h", broker.HistoryFilter{Since: &behind, Limit: -1}); !errors.Is(err, broker.ErrUnrecoverablePosition) {
+		t.Fatalf("recovering removed publications: %v", err)
+	}
+	next, _ := b.Publish(ctx, "h", json.RawMessage(`6`), broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute})
+	if next.Epoch != sp.Epoch || next.Offset != sp.Offset+1 {
+		t.Fatalf("publish after remove: %v, want offset %d in epoch %s", next, sp.Offset+1, sp.Epoch)
 	}
 }
 
