@@ -1,5 +1,6 @@
-// Package admin serves the operator's listener: liveness and readiness
-// probes, Prometheus metrics and pprof, on an address apart from clients.
+// Package admin serves the operator's listener: an index at /, liveness
+// and readiness probes, Prometheus metrics and pprof, on an address apart
+// from clients.
 package admin
 
 import (
@@ -7,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +28,11 @@ type Server struct {
 	ln    net.Listener
 	mux   *http.ServeMux
 	log   *slog.Logger
+	index []link // what GET / lists
 }
+
+// link is one endpoint of the index at /.
+type link struct{ path, what string }
 
 // New prepares the admin endpoints; info, when set, is served at /info as JSON.
 func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
@@ -52,8 +59,42 @@ func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
 			_ = json.NewEncoder(w).Encode(info())
 		})
 	}
+	s.index = []link{
+		{"/healthz", "liveness: 200 while the process runs"},
+		{"/readyz", "readiness: 200 while accepting clients, 503 while starting or draining"},
+		{"/metrics", "Prometheus metrics"},
+		{"/debug/pprof/", "Go profiles (goroutine, heap, profile, trace)"},
+	}
+	if info != nil {
+		s.index = append(s.index, link{"/info", "node counters as JSON"})
+	}
+	// "/{$}" is the root only: every other unknown path stays 404.
+	s.mux.HandleFunc("GET /{$}", s.serveIndex)
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
+}
+
+// serveIndex lists the endpoints: HTML for a browser, plain text otherwise.
+func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		var b strings.Builder
+		b.WriteString("spindle admin\n\n")
+		for _, l := range s.index {
+			fmt.Fprintf(&b, "  %-15s %s\n", l.path, l.what)
+		}
+		_, _ = w.Write([]byte(b.String()))
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	var b strings.Builder
+	b.WriteString("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>spindle admin</title></head>\n<body><h1>spindle admin</h1>\n<ul>\n")
+	for _, l := range s.index {
+		fmt.Fprintf(&b, "<li><a href=\"%s\">%s</a> \u2014 %s</li>\n", html.EscapeString(l.path), html.EscapeString(l.path), html.EscapeString(l.what))
+	}
+	b.WriteString("</ul>\n</body></html>\n")
+	_, _ = w.Write([]byte(b.String()))
 }
 
 // Handle adds an endpoint, e.g. the admin web page.

@@ -55,6 +55,69 @@ type Config struct {
 	Namespaces []Namespace    `yaml:"namespaces"` // channels "name:rest" take the options of namespace "name"
 }
 
+// settings is the one table of the top-level scalar keys: `spindle serve`
+// builds a flag from each, SPINDLE_<KEY> sets each, and a test checks that
+// it lists exactly Config's scalar fields, in order. A new field needs a
+// line here.
+var settings = []Setting{
+	{Key: "listen", Usage: "client WebSocket and server API address"},
+	{Key: "admin_listen", Usage: "admin address: /, /healthz, /readyz, /metrics, /debug/pprof/, /info (empty disables)"},
+	{Key: "api_key", Usage: "X-API-Key for the server API (generated when empty)"},
+	{Key: "log_level", Usage: "debug, info, warn or error"},
+	{Key: "token_hmac_secret", Usage: "HS256 secret for connection and subscription JWTs (generated when no key is set)"},
+	{Key: "token_rsa_public_key", Usage: "PEM, or path of a PEM file, of an RSA public key for RS256 tokens"},
+	{Key: "token_ecdsa_public_key", Usage: "PEM, or path of a PEM file, of an ECDSA public key for ES256 tokens"},
+	{Key: "token_audience", Usage: "required aud claim of tokens (empty: not checked)"},
+	{Key: "token_issuer", Usage: "required iss claim of tokens (empty: not checked)"},
+	{Key: "allow_anonymous_connect", Usage: `connect without a token as user ""`},
+	{Key: "allowed_origins", Usage: `comma-separated Origin patterns, "*" or like https://*.example.com (empty: same origin or no Origin header)`},
+	{Key: "ping_interval", Usage: "server ping period"},
+	{Key: "pong_timeout", Usage: "how long a client may take to answer a ping"},
+	{Key: "connect_timeout", Usage: "how long after the upgrade the connect command may take"},
+	{Key: "max_connections", Usage: "client connection limit (0: derived from RLIMIT_NOFILE)"},
+	{Key: "max_message_size", Usage: "largest client frame in bytes (KiB, MiB, GiB suffixes)"},
+	{Key: "client_queue_max_size", Usage: "bytes waiting for one client before it is disconnected as a slow consumer"},
+	{Key: "client_stall_timeout", Usage: "how long a client socket may accept no bytes while data waits"},
+	{Key: "command_rate", Usage: "commands per second per connection (0 disables)"},
+	{Key: "command_burst", Usage: "burst allowance for command_rate"},
+	{Key: "max_subscriptions", Usage: "channels one connection may join"},
+	{Key: "max_channel_length", Usage: "bytes in a channel name"},
+	{Key: "presence_ttl", Usage: "presence entries live this long unless refreshed"},
+	{Key: "shutdown_grace_period", Usage: "SIGTERM: time until exit"},
+	{Key: "shutdown_reconnect_window", Usage: "SIGTERM: disconnects are spread over this window"},
+}
+
+// Setting describes one top-level scalar key of Config.
+type Setting struct {
+	Key     string // YAML key, e.g. "ping_interval"
+	Usage   string // one line
+	Type    string // string, bool, int, float, duration or list (comma-separated)
+	Default string // the embedded default as text Set accepts; "" when empty
+}
+
+// Flag is the setting's command-line flag name: the key with dashes.
+func (s Setting) Flag() string { return strings.ReplaceAll(s.Key, "_", "-") }
+
+// Env is the setting's environment variable: SPINDLE_ and the key upper-cased.
+func (s Setting) Env() string { return envPrefix + strings.ToUpper(s.Key) }
+
+const envPrefix = "SPINDLE_"
+
+// Settings lists every key Set, flags and SPINDLE_* variables accept, in
+// the order of Config's fields, with its type and embedded default.
+func Settings() []Setting {
+	d := Default()
+	fields := d.scalarFields()
+	out := make([]Setting, len(settings))
+	for i, s := range settings {
+		if f, ok := fields[s.Key]; ok {
+			s.Type, s.Default = f.kind(), f.String()
+		}
+		out[i] = s
+	}
+	return out
+}
+
 // ChannelOptions are the per-namespace rules of a channel.
 type ChannelOptions struct {
 	HistorySize                int      `yaml:"history_size"`                  // publications kept; 0 disables history
@@ -158,9 +221,7 @@ func Load(file string, environ []string) (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("read config: %w", err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		if err := decodeYAML(data, &c); err != nil {
 			return c, fmt.Errorf("config %s: %w", file, err)
 		}
 	}
@@ -170,16 +231,92 @@ func Load(file string, environ []string) (Config, error) {
 	return c, nil
 }
 
+// decodeYAML decodes a file over c, refusing unknown keys. A top-level
+// list of strings (allowed_origins) may also be given as one string, read
+// as env and flags read it: "*" is ["*"], "a, b" is ["a", "b"].
+//
+// The fields keep their []string type: the file is decoded into a struct
+// like Config whose []string fields have that string-or-list type, then
+// copied over. (An UnmarshalYAML on Config itself would lose KnownFields,
+// which a node's Decode does not pass on.)
+func decodeYAML(data []byte, c *Config) error {
+	// A document that is not a mapping would be reported against the
+	// shadow's unnamed struct type: say what is wrong in plain words.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return err
+	}
+	if len(doc.Content) == 1 {
+		if root := doc.Content[0]; root.Kind != yaml.MappingNode && root.ShortTag() != "!!null" {
+			return fmt.Errorf("line %d: want a mapping of settings (key: value), not %s", root.Line, root.ShortTag())
+		}
+	}
+	v := reflect.ValueOf(c).Elem()
+	shadow := reflect.New(yamlShadow).Elem()
+	for i := range v.NumField() {
+		shadow.Field(i).Set(v.Field(i).Convert(yamlShadow.Field(i).Type))
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(shadow.Addr().Interface()); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	for i := range v.NumField() {
+		v.Field(i).Set(shadow.Field(i).Convert(v.Field(i).Type()))
+	}
+	return nil
+}
+
+// yamlShadow is Config with stringList for each []string field.
+var yamlShadow = func() reflect.Type {
+	t := reflect.TypeFor[Config]()
+	fields := make([]reflect.StructField, t.NumField())
+	for i := range fields {
+		fields[i] = t.Field(i)
+		if fields[i].Type == reflect.TypeFor[[]string]() {
+			fields[i].Type = reflect.TypeFor[stringList]()
+		}
+	}
+	return reflect.StructOf(fields)
+}()
+
+// stringList reads a YAML sequence of strings, or one string split at commas.
+type stringList []string
+
+func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*l = splitList(n.Value)
+		return nil
+	}
+	var s []string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	*l = s
+	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var parts []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			parts = append(parts, p)
+		}
+	}
+	return parts
+}
+
 // applyEnv sets top-level scalar fields from SPINDLE_<YAML_KEY> variables,
 // e.g. SPINDLE_API_KEY or SPINDLE_PING_INTERVAL=10s.
 func (c *Config) applyEnv(environ []string) error {
 	fields := c.scalarFields()
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, "SPINDLE_") {
+		if !ok || !strings.HasPrefix(k, envPrefix) {
 			continue
 		}
-		key := strings.ToLower(strings.TrimPrefix(k, "SPINDLE_"))
+		key := strings.ToLower(strings.TrimPrefix(k, envPrefix))
 		f, ok := fields[key]
 		if !ok {
 			continue // other SPINDLE_ variables belong to other subcommands
@@ -215,13 +352,7 @@ func (f field) set(s string) error {
 		f.v.SetInt(int64(d))
 		return nil
 	case []string:
-		var parts []string
-		for _, p := range strings.Split(s, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				parts = append(parts, p)
-			}
-		}
-		f.v.Set(reflect.ValueOf(parts))
+		f.v.Set(reflect.ValueOf(splitList(s)))
 		return nil
 	}
 	switch f.v.Kind() {
@@ -249,6 +380,38 @@ func (f field) set(s string) error {
 		return fmt.Errorf("cannot set from text")
 	}
 	return nil
+}
+
+// kind names the field's type as Setting.Type does.
+func (f field) kind() string {
+	switch f.v.Interface().(type) {
+	case Duration:
+		return "duration"
+	case []string:
+		return "list"
+	}
+	switch f.v.Kind() {
+	case reflect.Bool:
+		return "bool"
+	case reflect.Int:
+		return "int"
+	case reflect.Float64:
+		return "float"
+	}
+	return "string"
+}
+
+// String is the field's value as text set reads back.
+func (f field) String() string {
+	switch x := f.v.Interface().(type) {
+	case Duration:
+		return x.D().String()
+	case []string:
+		return strings.Join(x, ",")
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return fmt.Sprint(f.v.Interface())
 }
 
 // parseSize reads integers with optional KiB/MiB/GiB suffixes.

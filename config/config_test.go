@@ -679,3 +679,63 @@ func scalarYAMLKeys(t *testing.T) []string {
 	}
 	return keys
 }
+
+// ---- allowed_origins as one string ----
+
+func TestLoadAllowedOriginsFromString(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want []string
+	}{
+		{`allowed_origins: "*"`, []string{"*"}},
+		{`allowed_origins: '*'`, []string{"*"}},
+		{`allowed_origins: https://app.example.com`, []string{"https://app.example.com"}},
+		{`allowed_origins: "https://a.example, https://*.b.example"`, []string{"https://a.example", "https://*.b.example"}}, // as in env and flags
+		{`allowed_origins: ["*"]`, []string{"*"}},
+		{"allowed_origins:\n  - https://a.example\n  - https://b.example", []string{"https://a.example", "https://b.example"}},
+		{`allowed_origins: ""`, nil},
+		{`allowed_origins:`, nil},
+		{`allowed_origins: []`, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.yaml, func(t *testing.T) {
+			c, err := Load(writeFile(t, "listen: 127.0.0.1:1\n"+tt.yaml+"\n"), nil)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if !reflect.DeepEqual(c.AllowedOrigins, tt.want) {
+				t.Fatalf("allowed_origins = %#v, want %#v", c.AllowedOrigins, tt.want)
+			}
+			want := Default()
+			want.Listen, want.AllowedOrigins = "127.0.0.1:1", tt.want
+			if !reflect.DeepEqual(c, want) {
+				t.Fatalf("Load changed more than allowed_origins: %+v", c)
+			}
+		})
+	}
+}
+
+func TestLoadAllowedOriginsRefusesMaps(t *testing.T) {
+	file := writeFile(t, "listen: 127.0.0.1:1\nallowed_origins: {a: b}\n")
+	_, err := Load(file, nil)
+	wantErr(t, err, file, "line 2")
+	// the other errors still name their line and unknown keys are still refused
+	_, err = Load(writeFile(t, "allowed_origins: \"*\"\n\nping_interval: soon\n"), nil)
+	wantErr(t, err, "line 3", `bad duration "soon"`)
+	_, err = Load(writeFile(t, "allowed_origins: \"*\"\nallowed_origin: x\n"), nil)
+	wantErr(t, err, "line 2", "allowed_origin")
+}
+
+func TestLoadRefusesADocumentThatIsNotAMapping(t *testing.T) {
+	for _, content := range []string{"hello\n", "- listen: x\n", "\n\n42\n"} {
+		file := writeFile(t, content)
+		_, err := Load(file, nil)
+		wantErr(t, err, file, "want a mapping of settings")
+		if err != nil && strings.Contains(err.Error(), "struct {") {
+			t.Errorf("%q: error names an internal type: %v", content, err)
+		}
+	}
+	if _, err := Load(writeFile(t, "~\n"), nil); err != nil {
+		t.Errorf("a null document: %v", err)
+	}
+}

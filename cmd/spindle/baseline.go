@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,8 +15,7 @@ import (
 
 // runBaseline serves the gorilla/websocket benchmark baseline until ctx ends.
 func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("baseline-hub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("baseline-hub", "[flags]", "Serves the benchmark baseline: a gorilla/websocket hub with a goroutine pair per connection.")
 	listen := fs.String("listen", "127.0.0.1:8100", "client WebSocket and server API address")
 	apiKey := fs.String("api-key", "", "X-API-Key for the server API (empty: no check)")
 	secret := fs.String("token-hmac-secret", "", "HS256 secret for connection JWTs (empty: any token is accepted)")
@@ -25,11 +23,12 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	maxMsg := fs.Int64("max-message-size", 64<<10, "largest client message in bytes")
 	grace := fs.Duration("shutdown-grace-period", 10*time.Second, "time to flush clients on shutdown before cutting them off")
 	verbose := fs.Bool("v", false, "log client errors")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	pos, rc, ok := parseFlags(fs, args, false, stdout, stderr)
+	if !ok {
+		return rc
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "spindle baseline-hub: unexpected argument %q\n", fs.Arg(0))
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "spindle baseline-hub: unexpected argument %q\n", pos[0])
 		return 2
 	}
 	if *ping <= 0 || *maxMsg < 128 || *grace < 0 {

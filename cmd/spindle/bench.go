@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,11 +15,23 @@ import (
 	"github.com/spindlehq/spindle/bench"
 )
 
+const benchUsage = `usage: spindle bench <command> [flags] ...
+
+  run SCENARIO.yaml [flags]
+        run a load scenario against a Centrifugo-protocol server
+  compare A.json B.json
+        compare two results of run --out
+  worker
+        one worker process of run (run starts them; they read a plan on stdin)
+
+Run "spindle bench <command> --help" for the flags of a command.
+`
+
 // runBench dispatches `spindle bench run|compare` (and the hidden `worker`
 // that run starts as child processes).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: spindle bench run SCENARIO.yaml [flags] | spindle bench compare A.json B.json")
+		fmt.Fprint(stderr, benchUsage)
 		return 2
 	}
 	switch args[0] {
@@ -29,26 +40,43 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "compare":
 		return benchCompare(args[1:], stdout, stderr)
 	case "worker":
-		// stdout carries the worker protocol: nbio's own log lines (its
-		// default logger prints to stdout) go to stderr instead.
-		logging.Output = stderr
-		logging.SetLevel(logging.LevelWarn)
-		// An interrupt reaches the whole process group; the coordinator
-		// decides when a worker ends (it closes stdin), so ignore ctx.
-		if err := bench.RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintf(stderr, "spindle bench worker: %v\n", err)
-			return 1
-		}
+		return benchWorker(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, benchUsage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "spindle bench: unknown subcommand %q (want run or compare)\n", args[0])
+		fmt.Fprintf(stderr, "spindle bench: unknown command %q\n\n%s", args[0], benchUsage)
 		return 2
 	}
 }
 
+func benchWorker(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("bench worker", "", `Runs one worker of "spindle bench run": it reads its plan from stdin and writes
+its results to stdout. bench run starts the workers itself; there is no need to
+run one by hand.`)
+	pos, code, ok := parseFlags(fs, args, false, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "spindle bench worker: unexpected argument %q\n", pos[0])
+		return 2
+	}
+	// stdout carries the worker protocol: nbio's own log lines (its
+	// default logger prints to stdout) go to stderr instead.
+	logging.Output = stderr
+	logging.SetLevel(logging.LevelWarn)
+	// An interrupt reaches the whole process group; the coordinator
+	// decides when a worker ends (it closes stdin), so ignore ctx.
+	if err := bench.RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintf(stderr, "spindle bench worker: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
 func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("bench run", "SCENARIO.yaml [flags]", `Runs a load scenario (see bench/scenarios/README.md) and prints its result.`)
 	url := fs.String("url", "", "WebSocket URL(s), comma-separated (overrides the scenario)")
 	api := fs.String("api", "", "server API base URL, e.g. http://127.0.0.1:8000/api")
 	apiKey := fs.String("api-key", "", "server API key")
@@ -63,9 +91,9 @@ func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	quiet := fs.Bool("quiet", false, "no per-second progress")
 	inProcess := fs.Bool("in-process", false, "run workers as goroutines instead of processes")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with --in-process: of the workers too)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	pos, code, ok := parseFlags(fs, args, true, stdout, stderr)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "spindle bench run: want exactly one SCENARIO.yaml")
@@ -143,8 +171,13 @@ func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 func benchCompare(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("bench compare", "A.json B.json", `Compares two results written by "spindle bench run --out", B against A.`)
+	args, code, ok := parseFlags(fs, args, true, stdout, stderr)
+	if !ok {
+		return code
+	}
 	if len(args) != 2 {
-		fmt.Fprintln(stderr, "usage: spindle bench compare A.json B.json")
+		fmt.Fprintln(stderr, "spindle bench compare: want two results: A.json B.json")
 		return 2
 	}
 	a, err := bench.ReadResult(args[0])

@@ -143,13 +143,13 @@ func writeHTMLFile(path string, r *goroutines.Report, d *goroutines.DiffReport, 
 }
 
 func goroutinesAnalyze(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("goroutines analyze", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("goroutines analyze", "[flags] DUMP", `Groups the goroutines of a dump and explains what is stuck, on what, since when.
+DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL.`)
 	out := addOutputFlags(fs, true)
 	group := fs.String("group", "loose", "grouping: loose (ignore argument values and offsets) or exact")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	pos, code, ok := parseFlags(fs, args, true, stdout, stderr)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "spindle goroutines analyze: want exactly one dump (file, - or URL)")
@@ -189,13 +189,13 @@ func goroutinesAnalyze(ctx context.Context, args []string, stdout, stderr io.Wri
 }
 
 func goroutinesDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("goroutines diff", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("goroutines diff", "[flags] BEFORE AFTER", `Shows which groups of goroutines appeared, disappeared, grew or shrank between
+two dumps (files, gzip accepted, - for stdin, or http(s) pprof URLs).`)
 	out := addOutputFlags(fs, true)
 	interval := fs.Duration("interval", 0, "time between the dumps, for growth per second (default: from timestamps in the dumps or fetch times of URLs)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	pos, code, ok := parseFlags(fs, args, true, stdout, stderr)
+	if !ok {
+		return code
 	}
 	if len(pos) != 2 {
 		fmt.Fprintln(stderr, "spindle goroutines diff: want two dumps: BEFORE AFTER")
@@ -240,15 +240,14 @@ func goroutinesDiff(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 func goroutinesWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("goroutines watch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("goroutines watch", "[flags] URL", `Polls a live /debug/pprof/goroutine endpoint and prints the groups that keep growing.`)
 	out := addOutputFlags(fs, false)
 	every := fs.Duration("every", 10*time.Second, "polling interval")
 	count := fs.Int("count", 0, "stop after this many polls; 0 polls until interrupted")
 	streak := fs.Int("streak", 2, "consecutive growths before a group is reported as growing")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
+	pos, code, ok := parseFlags(fs, args, true, stdout, stderr)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "spindle goroutines watch: want one http(s) URL of /debug/pprof/goroutine")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,59 +16,117 @@ import (
 	"github.com/spindlehq/spindle/server"
 )
 
-// serveFlags are the settings most often given on the command line; each
-// overrides the config file and SPINDLE_* environment variables.
-var serveFlags = []struct{ name, usage string }{
-	{"listen", "client WebSocket and server API address"},
-	{"admin-listen", "admin address: /healthz, /readyz, /metrics, /debug/pprof/ (empty disables)"},
-	{"api-key", "X-API-Key for the server API (generated when empty)"},
-	{"token-hmac-secret", "HS256 secret for connection and subscription JWTs (generated when no key is set)"},
-	{"token-rsa-public-key", "PEM or path of an RSA public key for RS256 tokens"},
-	{"token-ecdsa-public-key", "PEM or path of an ECDSA public key for ES256 tokens"},
-	{"log-level", "debug, info, warn or error"},
-	{"max-connections", "client connection limit (0: derived from the file limit)"},
-	{"max-message-size", "largest client message in bytes"},
-	{"ping-interval", "server ping period, e.g. 25s"},
-	{"pong-timeout", "time a client has to answer a ping"},
-	{"client-queue-max-size", "bytes queued for one client before it is disconnected as slow"},
-	{"client-stall-timeout", "how long a client socket may take no bytes while data waits"},
-	{"shutdown-grace-period", "SIGTERM: time until exit"},
-	{"shutdown-reconnect-window", "SIGTERM: disconnects are spread over this window"},
+const serveAbout = `Runs the WebSocket gateway: clients at /connection/websocket, the server API at
+/api/<method> (header X-API-Key), health, metrics and pprof on the admin address.
+
+Every flag below but --config is also a YAML key (dashes become underscores,
+--ping-interval is ping_interval) and the environment variable shown. A flag
+overrides the variable, which overrides the --config file, which overrides the
+embedded defaults. Durations are like 25s or 5m, sizes may end in KiB/MiB/GiB,
+lists are comma-separated.`
+
+// settingValue is the flag of one config setting. It keeps the text given
+// on the command line; serveConfig applies it with config.Set after the file
+// and the environment, so that flags win.
+type settingValue struct {
+	s    config.Setting
+	text string
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("config", "", "YAML config file (defaults are embedded)")
-	vals := map[string]*string{}
-	for _, f := range serveFlags {
-		vals[f.name] = fs.String(f.name, "", f.usage)
+func (v *settingValue) String() string {
+	if v == nil {
+		return ""
 	}
-	anon := fs.Bool("allow-anonymous", false, "accept connections without a token")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	return v.text
+}
+
+// Set checks the value at once, so a bad one is reported with its flag.
+func (v *settingValue) Set(text string) error {
+	c := config.Default()
+	if err := c.Set(v.s.Key, text); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), v.s.Key+": "))
 	}
-	cfg, err := config.Load(*file, os.Environ())
+	v.text = text
+	return nil
+}
+
+func (v *settingValue) IsBoolFlag() bool { return v.s.Type == "bool" }
+
+func (v *settingValue) typeName() string {
+	if v.s.Type == "bool" {
+		return ""
+	}
+	return v.s.Type
+}
+
+// serveConfig builds the configuration of `spindle serve` from its flags,
+// the environment and the file --config names. When ok is false serve
+// ends with code: 0 after --help, 2 after a bad flag or setting.
+func serveConfig(args, environ []string, stdout, stderr io.Writer) (cfg config.Config, code int, ok bool) {
+	fs := newFlags("serve", "[flags]", serveAbout)
+	file := fs.String("config", "", "YAML config file over the embedded defaults")
+	var anon *settingValue
+	for _, s := range config.Settings() {
+		v := &settingValue{s: s, text: s.Default}
+		fs.Var(v, s.Flag(), s.Usage+"  ["+s.Env()+"]")
+		if s.Key == "allow_anonymous_connect" {
+			anon = v
+		}
+	}
+	if anon != nil {
+		fs.Var(anon, "allow-anonymous", "alias of --allow-anonymous-connect")
+	}
+	pos, code, ok := parseFlags(fs, args, false, stdout, stderr)
+	if !ok {
+		return cfg, code, false
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "spindle serve: unexpected argument %q (settings are flags, e.g. --listen ADDR)\n", pos[0])
+		return cfg, 2, false
+	}
+	cfg, err := config.Load(*file, environ)
 	if err != nil {
 		fmt.Fprintln(stderr, "spindle serve:", err)
-		return 2
+		return cfg, 2, false
 	}
 	var ferr error
 	fs.Visit(func(f *flag.Flag) {
-		if v, ok := vals[f.Name]; ok && ferr == nil {
-			ferr = cfg.Set(strings.ReplaceAll(f.Name, "-", "_"), *v)
-		}
-		if f.Name == "allow-anonymous" {
-			cfg.AllowAnonymousConnect = *anon
+		if v, ok := f.Value.(*settingValue); ok && ferr == nil {
+			if err := cfg.Set(v.s.Key, v.text); err != nil {
+				ferr = fmt.Errorf("--%s: %w", f.Name, err)
+			}
 		}
 	})
 	if ferr != nil {
-		fmt.Fprintln(stderr, "spindle serve: flag:", ferr)
-		return 2
+		fmt.Fprintln(stderr, "spindle serve: flag", ferr)
+		return cfg, 2, false
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "spindle serve: bad config:", err)
-		return 2
+		return cfg, 2, false
+	}
+	return cfg, 0, true
+}
+
+// selfCommand is how the user can run this binary again: os.Args[0], or
+// under `go run` (a binary in a go-build temporary directory) the go run
+// command, which works from the module root.
+func selfCommand(arg0 string) string {
+	switch {
+	case arg0 == "":
+		return "spindle"
+	case strings.Contains(arg0, "go-build"):
+		return "go run ./cmd/spindle"
+	case strings.Trim(arg0, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+") != "":
+		return "'" + strings.ReplaceAll(arg0, "'", `'\''`) + "'"
+	}
+	return arg0
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, code, ok := serveConfig(args, os.Environ(), stdout, stderr)
+	if !ok {
+		return code
 	}
 
 	var level slog.Level
@@ -89,13 +148,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintf(stdout, "  clients: %s\n", srv.WebSocketURL())
 	fmt.Fprintf(stdout, "  api:     %s/<method>  (header X-API-Key)\n", srv.APIURL())
 	if a := srv.AdminAddr(); a != "" {
-		fmt.Fprintf(stdout, "  admin:   http://%s/  (/healthz /readyz /metrics /debug/pprof/)\n", a)
+		fmt.Fprintf(stdout, "  admin:   http://%s/  (/healthz /readyz /metrics /debug/pprof/ /info)\n", a)
 	}
 	for _, g := range srv.Generated {
 		fmt.Fprintf(stdout, "  generated %s\n", g)
 	}
 	if s := srv.Config.TokenHMACSecret; s != "" {
-		fmt.Fprintf(stdout, "  a token: spindle token --user 42 --secret %s\n", s)
+		fmt.Fprintf(stdout, "  a token: %s token --user 42 --secret %s\n", selfCommand(os.Args[0]), s)
 	}
 	log.Info("serving", "listen", srv.Addr(), "max_connections", srv.Node.MaxConnections())
 
