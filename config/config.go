@@ -42,6 +42,8 @@ type Config struct {
 	MaxConnections      int      `yaml:"max_connections"`           // 0: derived from RLIMIT_NOFILE
 	MaxMessageSize      int      `yaml:"max_message_size"`          // largest client frame in bytes
 	ClientQueueMaxSize  int      `yaml:"client_queue_max_size"`     // bytes waiting for one client before it is a slow consumer
+	MaxPublicationSize  int      `yaml:"max_publication_size"`      // bytes of data one publication may carry
+	APIMaxBatch         int      `yaml:"api_batch_max_commands"`    // commands in one server API batch
 	ClientStallTimeout  Duration `yaml:"client_stall_timeout"`      // how long a client's socket may accept no bytes while data waits
 	CommandRate         float64  `yaml:"command_rate"`              // commands per second per connection; 0 disables
 	CommandBurst        int      `yaml:"command_burst"`             // burst allowance for command_rate
@@ -77,6 +79,8 @@ var settings = []Setting{
 	{Key: "max_connections", Usage: "client connection limit (0: derived from RLIMIT_NOFILE)"},
 	{Key: "max_message_size", Usage: "largest client frame in bytes (KiB, MiB, GiB suffixes)"},
 	{Key: "client_queue_max_size", Usage: "bytes waiting for one client before it is disconnected as a slow consumer"},
+	{Key: "max_publication_size", Usage: "bytes of data one publication may carry; larger ones are refused with 106"},
+	{Key: "api_batch_max_commands", Usage: "commands one server API batch may hold"},
 	{Key: "client_stall_timeout", Usage: "how long a client socket may accept no bytes while data waits"},
 	{Key: "command_rate", Usage: "commands per second per connection (0 disables)"},
 	{Key: "command_burst", Usage: "burst allowance for command_rate"},
@@ -191,6 +195,8 @@ func Default() Config {
 		ConnectTimeout:      Duration(10 * time.Second),
 		MaxMessageSize:      64 << 10,
 		ClientQueueMaxSize:  1 << 20,
+		MaxPublicationSize:  4 << 20,
+		APIMaxBatch:         1000,
 		ClientStallTimeout:  Duration(10 * time.Second),
 		CommandRate:         100,
 		CommandBurst:        200,
@@ -469,6 +475,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxMessageSize < 128 {
 		bad("max_message_size: %d is below 128 bytes", c.MaxMessageSize)
+	}
+	if c.MaxPublicationSize < 1 {
+		bad("max_publication_size: must be at least 1 byte")
+	}
+	if c.APIMaxBatch < 1 {
+		bad("api_batch_max_commands: must be at least 1")
 	}
 	if c.ClientQueueMaxSize < c.MaxMessageSize {
 		bad("client_queue_max_size: %d is smaller than max_message_size %d", c.ClientQueueMaxSize, c.MaxMessageSize)

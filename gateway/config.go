@@ -46,6 +46,7 @@ func FromConfig(c config.Config) Config {
 		PongTimeout:           c.PongTimeout.D(),
 		ConnectTimeout:        c.ConnectTimeout.D(),
 		MaxConnections:        c.EffectiveMaxConnections(),
+		MaxPublicationSize:    c.MaxPublicationSize,
 		ClientQueueMaxSize:    c.ClientQueueMaxSize,
 		ClientStallTimeout:    c.ClientStallTimeout.D(),
 		CommandRate:           c.CommandRate,

@@ -102,7 +102,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.api = api.New(s.Node, api.Config{Key: cfg.APIKey}, o.Logger)
+	s.api = api.New(s.Node, api.Config{Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch}, o.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
 	mux.Handle("/api/", s.api)

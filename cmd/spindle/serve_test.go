@@ -138,6 +138,8 @@ var serveFlagValues = map[string]string{
 	"max_connections":           "100",
 	"max_message_size":          "128KiB",
 	"client_queue_max_size":     "2MiB",
+	"max_publication_size":      "3MiB",
+	"api_batch_max_commands":    "500",
 	"client_stall_timeout":      "6s",
 	"command_rate":              "50.5",
 	"command_burst":             "10",
