@@ -36,6 +36,11 @@ type publisher struct {
 	last      time.Time
 	perSec    map[int]uint64
 	start     time.Time
+	// The publishing window, by intended send times: from the first
+	// publication's to the end of the last one's slot (its time + 1/rate);
+	// busy is the sum of the slots, the window less pauses at rate 0.
+	windowFrom, windowTo time.Time
+	busy                 time.Duration
 }
 
 type pubJob struct {
@@ -47,7 +52,10 @@ type pubJob struct {
 type pubStats struct {
 	published, failed uint64
 	errors            map[string]uint64
-	first, last       time.Time
+	first, last       time.Time     // actual: first send started, last reply came
+	windowFrom        time.Time     // intended: first send
+	windowTo          time.Time     // intended: end of the last send's slot
+	busy              time.Duration // the sum of the send slots (1/rate each)
 }
 
 func newPublisher(ctx context.Context, sc *Scenario) (*publisher, error) {
@@ -100,6 +108,8 @@ func (p *publisher) run(stop, ctx context.Context, start time.Time) *publishLog 
 	}
 	seqs := make([]uint64, p.sc.Channels)
 	next := start
+	var from, to time.Time
+	var busy time.Duration
 	for k := 0; ; {
 		_, rate, ok := p.sc.at(next.Sub(start))
 		if !ok {
@@ -112,6 +122,10 @@ func (p *publisher) run(stop, ctx context.Context, start time.Time) *publishLog 
 			}
 		}
 		if stop.Err() != nil {
+			if now := time.Now(); !to.IsZero() && to.After(now) {
+				busy -= to.Sub(now) // interrupted within the last slot
+				to = now
+			}
 			break
 		}
 		if rate <= 0 {
@@ -121,8 +135,13 @@ func (p *publisher) run(stop, ctx context.Context, start time.Time) *publishLog 
 		ch := k % p.sc.Channels
 		seqs[ch]++
 		p.queues[ch%len(p.queues)] <- pubJob{channel: ch, seq: seqs[ch], intended: next}
+		if k == 0 {
+			from = next
+		}
 		k++
-		next = next.Add(time.Duration(float64(time.Second) / rate))
+		slot := time.Duration(float64(time.Second) / rate)
+		next = next.Add(slot)
+		to, busy = next, busy+slot
 	}
 	for _, q := range p.queues {
 		close(q)
@@ -130,6 +149,7 @@ func (p *publisher) run(stop, ctx context.Context, start time.Time) *publishLog 
 	wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.windowFrom, p.windowTo, p.busy = from, to, busy
 	return &publishLog{Starts: p.starts, Failed: p.failed}
 }
 
@@ -224,7 +244,8 @@ func (p *publisher) perSecond(sec int) uint64 {
 func (p *publisher) stats() pubStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return pubStats{published: p.published, failed: p.nFailed, errors: p.errors, first: p.first, last: p.last}
+	return pubStats{published: p.published, failed: p.nFailed, errors: p.errors, first: p.first, last: p.last,
+		windowFrom: p.windowFrom, windowTo: p.windowTo, busy: p.busy}
 }
 
 func (p *publisher) close() {

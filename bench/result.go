@@ -6,9 +6,13 @@ import (
 	"io"
 	"math"
 	"os"
+	"path"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
 )
@@ -36,8 +40,22 @@ type Result struct {
 	SubscribeLat Percentiles `json:"subscribe_ms"` // subscribe command round trip
 	Spectrum     []Quantile  `json:"latency_spectrum"`
 
-	DeliveriesPerS float64 `json:"deliveries_per_s"` // delivered / publishing time (first publish to last + drain)
-	PublishedPerS  float64 `json:"published_per_s"`
+	// The publishing window runs from the first publication's intended send
+	// time to the end of the last one's slot (its intended time + 1/rate),
+	// less any stretch at publish rate 0 between them: N publications at a
+	// steady R/s span N/R seconds. The drain is the wait after the window
+	// for the last deliveries. The headline rates are over the window
+	// alone; deliveries that arrive in the drain count.
+	PublishingWindowS                  float64 `json:"publishing_window_s"`
+	DrainS                             float64 `json:"drain_s"` // end of the window to the end of waiting for deliveries
+	DeliveriesPerSOverPublishingWindow float64 `json:"deliveries_per_s_over_publishing_window"`
+	PublishedPerSOverPublishingWindow  float64 `json:"published_per_s_over_publishing_window"`
+
+	// Older rates, kept unchanged for readers of earlier results: their
+	// spans are actual send times, and DeliveriesPerS adds the scenario's
+	// drain, so it reads low (3,576/s for a steady 5,000/s).
+	DeliveriesPerS float64 `json:"deliveries_per_s"` // delivered / (first publish sent to last publish's reply + scenario drain)
+	PublishedPerS  float64 `json:"published_per_s"`  // published / (first publish sent to last publish's reply)
 
 	ClientCPUShare   float64 `json:"client_cpu_share"` // bench CPU seconds / (wall seconds × cores)
 	ClientSaturated  bool    `json:"client_saturated"` // latency figures are not to be trusted
@@ -97,7 +115,23 @@ type ServerStats struct {
 	RSSBeforeBytes  uint64  `json:"rss_before_bytes"`
 	RSSAtPeakBytes  uint64  `json:"rss_at_peak_bytes"` // with the most connections held
 	RSSPerConnBytes float64 `json:"rss_per_conn_bytes"`
+	RSSPerConnNote  string  `json:"rss_per_conn_note"` // RSSPerConnNote: how it is measured, and its caveat
 }
+
+// MarshalJSON writes the stats with their note, also when the stats were
+// read from an older result or built by hand.
+func (s ServerStats) MarshalJSON() ([]byte, error) {
+	type plain ServerStats
+	if s.RSSPerConnNote == "" {
+		s.RSSPerConnNote = RSSPerConnNote
+	}
+	return json.Marshal(plain(s))
+}
+
+// RSSPerConnNote says what bytes per connection is, wherever it is shown.
+const RSSPerConnNote = "RSS growth during the run (RSS with the most connections held minus RSS before the run) " +
+	"divided by the connections then held; a server that was already warm (connections made before this run, " +
+	"memory not returned to the OS) under-reports: measure against a freshly started server"
 
 // Second is one second of the run.
 type Second struct {
@@ -199,10 +233,26 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprint(w, " (interrupted before the stages ended)")
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "connections: target %d, established %d (%.0f/s), failed %d, peak %d\n",
-		r.Connections.Target, r.Connections.Established, r.Connections.RatePerS, r.Connections.Failed, r.Connections.Peak)
-	fmt.Fprintf(w, "published %d (failed %d, %.0f/s); delivered %d of %d expected (%.0f/s); missing %d, duplicates %d, out of order %d\n",
-		r.Published, r.PublishFailed, r.PublishedPerS, r.Delivered, r.ExpectedDeliveries, r.DeliveriesPerS, r.Missing, r.Duplicates, r.OutOfOrder)
+	fmt.Fprintf(w, "connections: target %s, established %s (%s/s), failed %s, peak %s\n",
+		group(uint64(r.Connections.Target)), group(r.Connections.Established), rate(r.Connections.RatePerS),
+		group(r.Connections.Failed), group(uint64(r.Connections.Peak)))
+	switch {
+	case r.PublishingWindowS > 0:
+		fmt.Fprintf(w, "publishing window %.1f s (first intended send to the end of the last one's slot, less pauses at rate 0), then drain %.1f s\n",
+			r.PublishingWindowS, r.DrainS)
+		fmt.Fprintf(w, "published %s (failed %s): %s/s over the publishing window\n",
+			group(r.Published), group(r.PublishFailed), rate(r.PublishedPerSOverPublishingWindow))
+		fmt.Fprintf(w, "delivered %s of %s expected: %s/s over the %.1f s publishing window; missing %s, duplicates %s, out of order %s\n",
+			group(r.Delivered), group(r.ExpectedDeliveries), rate(r.DeliveriesPerSOverPublishingWindow), r.PublishingWindowS,
+			group(r.Missing), group(r.Duplicates), group(r.OutOfOrder))
+	case r.Published > 0: // an older result: only the rates over publishing + drain
+		fmt.Fprintf(w, "published %s (failed %s, %s/s); delivered %s of %s expected (%s/s over publishing + drain); missing %s, duplicates %s, out of order %s\n",
+			group(r.Published), group(r.PublishFailed), rate(r.PublishedPerS), group(r.Delivered), group(r.ExpectedDeliveries),
+			rate(r.DeliveriesPerS), group(r.Missing), group(r.Duplicates), group(r.OutOfOrder))
+	default:
+		fmt.Fprintf(w, "published 0 (failed %s); delivered %s of %s expected; missing %s, duplicates %s, out of order %s\n",
+			group(r.PublishFailed), group(r.Delivered), group(r.ExpectedDeliveries), group(r.Missing), group(r.Duplicates), group(r.OutOfOrder))
+	}
 	pl := func(name string, p Percentiles) {
 		fmt.Fprintf(w, "%-18s n=%-9d p50 %8.2f  p90 %8.2f  p99 %8.2f  p99.9 %8.2f  max %8.2f ms\n", name, p.Count, p.P50, p.P90, p.P99, p.P999, p.Max)
 	}
@@ -228,8 +278,9 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	if r.Server != nil {
-		fmt.Fprintf(w, "server pid %d: RSS %s before, %s at peak, %.0f bytes per connection\n",
-			r.Server.PID, size(r.Server.RSSBeforeBytes), size(r.Server.RSSAtPeakBytes), r.Server.RSSPerConnBytes)
+		fmt.Fprintf(w, "server pid %d: RSS %s before, %s at peak; %s bytes per connection, that is:\n%s\n",
+			r.Server.PID, size(r.Server.RSSBeforeBytes), size(r.Server.RSSAtPeakBytes), groupf(r.Server.RSSPerConnBytes, 0),
+			wrap(RSSPerConnNote+".", "  ", 100))
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(w, "errors: %s\n", counts(r.Errors))
@@ -254,42 +305,180 @@ func counts(m map[string]uint64) string {
 
 func size(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
-// Compare writes a side-by-side table of two results with b/a ratios.
-func Compare(w io.Writer, aName string, a *Result, bName string, b *Result) {
-	fmt.Fprintf(w, "%-26s %16s %16s %8s\n", "", trim(aName), trim(bName), "b/a")
-	row := func(name string, x, y float64) {
+// Compare writes a side-by-side table of two results with b/a ratios. The
+// columns are named after the files (base name without .json, with as many
+// parent directories as tell them apart).
+func Compare(w io.Writer, aPath string, a *Result, bPath string, b *Result) {
+	type row struct{ name, x, y, ratio string }
+	var rows []row
+	add := func(name string, x, y float64, f func(float64) string) {
 		ratio := "-"
 		if x != 0 {
 			ratio = fmt.Sprintf("%.2f", y/x)
 		}
-		fmt.Fprintf(w, "%-26s %16.2f %16.2f %8s\n", name, x, y, ratio)
+		rows = append(rows, row{name, f(x), f(y), ratio})
 	}
-	row("connections established", float64(a.Connections.Established), float64(b.Connections.Established))
-	row("connections failed", float64(a.Connections.Failed), float64(b.Connections.Failed))
-	row("connections/s", a.Connections.RatePerS, b.Connections.RatePerS)
-	row("published", float64(a.Published), float64(b.Published))
-	row("delivered", float64(a.Delivered), float64(b.Delivered))
-	row("missing", float64(a.Missing), float64(b.Missing))
-	row("deliveries/s", a.DeliveriesPerS, b.DeliveriesPerS)
+	count := func(v float64) string { return group(uint64(v)) }
+	percent := func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) }
+	mib := func(v float64) string { return groupf(v, 1) }
+	bytes := func(v float64) string { return groupf(v, 0) }
+	secs := func(v float64) string { return fmt.Sprintf("%.1f", v) }
+	add("connections established", float64(a.Connections.Established), float64(b.Connections.Established), count)
+	add("connections failed", float64(a.Connections.Failed), float64(b.Connections.Failed), count)
+	add("connections/s", a.Connections.RatePerS, b.Connections.RatePerS, rate)
+	add("published", float64(a.Published), float64(b.Published), count)
+	add("delivered", float64(a.Delivered), float64(b.Delivered), count)
+	add("missing", float64(a.Missing), float64(b.Missing), count)
+	add("publishing window s", a.PublishingWindowS, b.PublishingWindowS, secs)
+	add("drain s", a.DrainS, b.DrainS, secs)
+	add("published/s over publishing window", a.PublishedPerSOverPublishingWindow, b.PublishedPerSOverPublishingWindow, rate)
+	add("deliveries/s over publishing window", a.DeliveriesPerSOverPublishingWindow, b.DeliveriesPerSOverPublishingWindow, rate)
+	if a.PublishingWindowS == 0 || b.PublishingWindowS == 0 { // an older result has only this one
+		add("deliveries/s over publishing + drain", a.DeliveriesPerS, b.DeliveriesPerS, rate)
+	}
 	for _, p := range []struct {
 		name string
 		x, y Percentiles
 	}{{"latency", a.Latency, b.Latency}, {"connect", a.Connect, b.Connect}} {
-		row(p.name+" p50 ms", p.x.P50, p.y.P50)
-		row(p.name+" p99 ms", p.x.P99, p.y.P99)
-		row(p.name+" p99.9 ms", p.x.P999, p.y.P999)
-		row(p.name+" max ms", p.x.Max, p.y.Max)
+		add(p.name+" p50 ms", p.x.P50, p.y.P50, millis)
+		add(p.name+" p99 ms", p.x.P99, p.y.P99, millis)
+		add(p.name+" p99.9 ms", p.x.P999, p.y.P999, millis)
+		add(p.name+" max ms", p.x.Max, p.y.Max, millis)
 	}
-	row("client CPU share", a.ClientCPUShare, b.ClientCPUShare)
-	if a.Server != nil && b.Server != nil {
-		row("server RSS at peak MiB", float64(a.Server.RSSAtPeakBytes)/(1<<20), float64(b.Server.RSSAtPeakBytes)/(1<<20))
-		row("server bytes/connection", a.Server.RSSPerConnBytes, b.Server.RSSPerConnBytes)
+	add("client CPU share", a.ClientCPUShare, b.ClientCPUShare, percent)
+	server := a.Server != nil && b.Server != nil
+	if server {
+		add("server RSS at peak MiB", float64(a.Server.RSSAtPeakBytes)/(1<<20), float64(b.Server.RSSAtPeakBytes)/(1<<20), mib)
+		add("server bytes/connection *", a.Server.RSSPerConnBytes, b.Server.RSSPerConnBytes, bytes)
+	}
+
+	aName, bName := compareNames(aPath, bPath)
+	nameW, colW := 0, 12
+	for _, r := range rows {
+		nameW = max(nameW, utf8.RuneCountInString(r.name))
+		colW = max(colW, len(r.x), len(r.y))
+	}
+	colW = max(colW, utf8.RuneCountInString(aName), utf8.RuneCountInString(bName))
+	fmt.Fprintf(w, "%-*s  %*s  %*s  %6s\n", nameW, "", colW, aName, colW, bName, "b/a")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-*s  %*s  %*s  %6s\n", nameW, r.name, colW, r.x, colW, r.y, r.ratio)
+	}
+	if server {
+		fmt.Fprintln(w, wrap("* bytes/connection: "+RSSPerConnNote+".", "", 100))
 	}
 }
 
-func trim(s string) string {
-	if len(s) > 16 {
-		return "…" + s[len(s)-15:]
+// compareNames names two result files by their base names without .json,
+// adding parent directories until the names differ; the same path twice
+// is marked (a) and (b).
+func compareNames(a, b string) (string, string) {
+	parts := func(p string) []string {
+		var out []string
+		for _, s := range strings.Split(filepath.ToSlash(filepath.Clean(p)), "/") {
+			if s != "" && s != "." {
+				out = append(out, s)
+			}
+		}
+		if n := len(out); n > 0 && strings.EqualFold(path.Ext(out[n-1]), ".json") {
+			out[n-1] = strings.TrimSuffix(out[n-1], path.Ext(out[n-1]))
+		}
+		return out
+	}
+	last := func(ps []string, n int) string { return strings.Join(ps[max(0, len(ps)-n):], "/") }
+	pa, pb := parts(a), parts(b)
+	for n := 1; ; n++ {
+		na, nb := last(pa, n), last(pb, n)
+		if na != nb {
+			return na, nb
+		}
+		if n >= len(pa) && n >= len(pb) {
+			return na + " (a)", nb + " (b)"
+		}
+	}
+}
+
+// group prints n with thousands separators: 1,234,567.
+func group(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// groupf prints v with the given decimals and thousands separators.
+func groupf(v float64, decimals int) string {
+	s := strconv.FormatFloat(math.Abs(v), 'f', decimals, 64)
+	whole, frac, _ := strings.Cut(s, ".")
+	n, err := strconv.ParseUint(whole, 10, 64)
+	if err != nil { // NaN, Inf
+		return s
+	}
+	s = group(n)
+	if frac != "" {
+		s += "." + frac
+	}
+	if v < 0 && strings.Trim(s, "0.,") != "" {
+		s = "-" + s
 	}
 	return s
+}
+
+// precision is how many decimals a rate or latency needs: about three
+// significant digits, and none above 100.
+func precision(v float64) int {
+	switch v = math.Abs(v); {
+	case v >= 100 || v == 0:
+		return 0
+	case v >= 10:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// rate prints a per-second rate: 485,351, 50.3, 50, 0.25.
+func rate(v float64) string { return trimZeros(groupf(v, precision(v))) }
+
+// millis prints a latency in ms: 543, 12.3, 12, 3.14, 0.
+func millis(v float64) string { return trimZeros(groupf(v, precision(v))) }
+
+// trimZeros drops trailing zeros after a decimal point: 50.0 → 50, 2.50 → 2.5.
+func trimZeros(s string) string {
+	if !strings.Contains(s, ".") {
+		return s
+	}
+	return strings.TrimRight(strings.TrimRight(s, "0"), ".")
+}
+
+// wrap breaks text into lines of at most width bytes, each after indent.
+func wrap(text, indent string, width int) string {
+	var b strings.Builder
+	n := 0
+	for _, word := range strings.Fields(text) {
+		if n > 0 && n+1+len(word) > width {
+			b.WriteString("\n")
+			n = 0
+		}
+		if n == 0 {
+			b.WriteString(indent)
+			n = len(indent)
+		} else {
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(word)
+		n += len(word)
+	}
+	return b.String()
+}
+
+// roundTo rounds v to the given decimals.
+func roundTo(v float64, decimals int) float64 {
+	p := math.Pow(10, float64(decimals))
+	return math.Round(v*p) / p
 }

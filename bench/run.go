@@ -100,6 +100,7 @@ func Run(stop context.Context, sc *Scenario, opt Options) (*Result, error) {
 	} else {
 		r.drain(ctx)
 	}
+	r.drainEnd = time.Now()
 	for _, w := range workers {
 		if err := w.sendMsg(toWorker{Finish: log}); err != nil {
 			return nil, err
@@ -139,6 +140,8 @@ type run struct {
 	start   time.Time
 	metrics *runMetrics
 	pub     *publisher
+
+	drainEnd time.Time // when the run stopped waiting for deliveries
 
 	mu        sync.Mutex
 	seconds   map[int]*secondAgg
@@ -335,7 +338,7 @@ func (r *run) sampleServer(ctx context.Context) {
 func (r *run) serverStats(rss0 uint64) *ServerStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := &ServerStats{PID: r.opt.ServerPID, RSSBeforeBytes: rss0}
+	st := &ServerStats{PID: r.opt.ServerPID, RSSBeforeBytes: rss0, RSSPerConnNote: RSSPerConnNote}
 	peak := 0
 	for n := 1; n <= len(r.seconds); n++ {
 		s := r.seconds[n]
@@ -421,6 +424,15 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 	cpu += cpuSeconds() // this process: publisher and coordination
 	res.Latency, res.Connect, res.SubscribeLat = percentiles(lat), percentiles(conn), percentiles(sub)
 	res.Spectrum = spectrum(lat)
+	// The headline rates are over the publishing window alone; the drain
+	// (waiting for the last deliveries) is reported beside them.
+	if window := pubStats.busy; window > 0 {
+		res.PublishingWindowS = roundTo(window.Seconds(), 3)
+		res.DeliveriesPerSOverPublishingWindow = float64(res.Delivered) / window.Seconds()
+		res.PublishedPerSOverPublishingWindow = float64(res.Published) / window.Seconds()
+		res.DrainS = roundTo(max(0, r.drainEnd.Sub(pubStats.windowTo).Seconds()), 3)
+	}
+	// The older fields, as they always were (see Result).
 	if span := pubStats.last.Sub(pubStats.first) + r.sc.Drain.D(); res.Published > 0 && span > 0 {
 		res.DeliveriesPerS = float64(res.Delivered) / span.Seconds()
 		res.PublishedPerS = float64(res.Published) / pubStats.last.Sub(pubStats.first).Seconds()

@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -233,5 +234,60 @@ drain: 300ms
 	}
 	if res.Delivered == 0 || res.Delivered != res.ExpectedDeliveries || res.Missing != 0 {
 		t.Errorf("delivered %d of %d, missing %d", res.Delivered, res.ExpectedDeliveries, res.Missing)
+	}
+}
+
+// The headline rates are over the publishing window (first intended send to
+// the end of the last one's slot, less a pause at rate 0), not stretched by
+// the pause or the drain, which is reported on its own: 20 subscribers × 50
+// publications/s is 1,000/s.
+func TestRunRatesOverPublishingWindow(t *testing.T) {
+	srv := startServer(t, nil)
+	sc := scenario(t, srv, `
+stages:
+  - duration: 1s
+    connections: {to: 20}
+  - duration: 1500ms
+    connections: {to: 20}
+    publish_rate: {to: 50}
+  - duration: 1s
+    connections: {to: 20}
+  - duration: 1500ms
+    connections: {to: 20}
+    publish_rate: {to: 50}
+drain: 1s
+`)
+	res, err := bench.Run(context.Background(), sc, bench.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Published != 150 || res.Delivered != 3000 || res.Missing != 0 {
+		t.Fatalf("published %d, delivered %d (missing %d); want 150 and 3000", res.Published, res.Delivered, res.Missing)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	num := func(k string) float64 { f, _ := m[k].(float64); return f }
+	if w := num("publishing_window_s"); w < 2.99 || w > 3.01 {
+		t.Errorf("publishing_window_s %v, want 3", m["publishing_window_s"])
+	}
+	if d := num("drain_s"); d < 1 || d > 10 {
+		t.Errorf("drain_s %v, want at least the scenario's 1s", m["drain_s"])
+	}
+	if r := num("deliveries_per_s_over_publishing_window"); r < 990 || r > 1010 {
+		t.Errorf("deliveries_per_s_over_publishing_window %v, want 1000", m["deliveries_per_s_over_publishing_window"])
+	}
+	if r := num("published_per_s_over_publishing_window"); r < 49.5 || r > 50.5 {
+		t.Errorf("published_per_s_over_publishing_window %v, want 50", m["published_per_s_over_publishing_window"])
+	}
+	var text strings.Builder
+	res.WriteText(&text)
+	if !strings.Contains(text.String(), "1,000/s over the 3.0 s publishing window") {
+		t.Errorf("text headline:\n%s", text.String())
 	}
 }
