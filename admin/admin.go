@@ -24,6 +24,7 @@ import (
 // Server is the admin HTTP listener.
 type Server struct {
 	ready atomic.Bool
+	check atomic.Pointer[func() error] // when set and ready, /readyz also asks it
 	srv   *http.Server
 	ln    net.Listener
 	mux   *http.ServeMux
@@ -45,6 +46,12 @@ func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if f := s.check.Load(); f != nil {
+			if err := (*f)(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -61,7 +68,7 @@ func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
 	}
 	s.index = []link{
 		{"/healthz", "liveness: 200 while the process runs"},
-		{"/readyz", "readiness: 200 while accepting clients, 503 while starting or draining"},
+		{"/readyz", "readiness: 200 while accepting clients, 503 while starting, draining or full"},
 		{"/metrics", "Prometheus metrics"},
 		{"/debug/pprof/", "Go profiles (goroutine, heap, profile, trace)"},
 	}
@@ -102,6 +109,10 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 
 // SetReady flips /readyz.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// SetReadyCheck makes /readyz, while ready, also answer 503 with the
+// check's error, e.g. when the node is full.
+func (s *Server) SetReadyCheck(check func() error) { s.check.Store(&check) }
 
 // Start listens on addr and serves in a goroutine owned by the server.
 func (s *Server) Start(addr string) error {

@@ -97,13 +97,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	method := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/api"), "/")
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody+1))
-	if err != nil {
-		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+	// The key was checked on the headers; the body is read only now, and
+	// never past the limit: refused on its Content-Length, or cut while
+	// it streams in.
+	if r.ContentLength > h.maxBody {
+		h.bodyTooLarge(w)
 		return
 	}
-	if int64(len(body)) > h.maxBody {
-		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		h.bodyTooLarge(w)
+		return
+	case err != nil:
+		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -136,6 +144,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, map[string]any{"result": res})
 	}
+}
+
+func (h *Handler) bodyTooLarge(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close") // the rest of the body is not read
+	http.Error(w, fmt.Sprintf("body over %d bytes", h.maxBody), http.StatusRequestEntityTooLarge)
 }
 
 func (h *Handler) authorized(r *http.Request) bool {

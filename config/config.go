@@ -39,19 +39,25 @@ type Config struct {
 	PongTimeout    Duration `yaml:"pong_timeout"`    // how long a client may take to answer a ping
 	ConnectTimeout Duration `yaml:"connect_timeout"` // how long after the upgrade the connect command may take
 
-	MaxConnections      int      `yaml:"max_connections"`           // 0: derived from RLIMIT_NOFILE
-	MaxMessageSize      int      `yaml:"max_message_size"`          // largest client frame in bytes
-	ClientQueueMaxSize  int      `yaml:"client_queue_max_size"`     // bytes waiting for one client before it is a slow consumer
-	MaxPublicationSize  int      `yaml:"max_publication_size"`      // bytes of data one publication may carry
-	APIMaxBatch         int      `yaml:"api_batch_max_commands"`    // commands in one server API batch
-	ClientStallTimeout  Duration `yaml:"client_stall_timeout"`      // how long a client's socket may accept no bytes while data waits
-	CommandRate         float64  `yaml:"command_rate"`              // commands per second per connection; 0 disables
-	CommandBurst        int      `yaml:"command_burst"`             // burst allowance for command_rate
-	MaxSubscriptions    int      `yaml:"max_subscriptions"`         // channels one connection may join
-	MaxChannelLength    int      `yaml:"max_channel_length"`        // bytes in a channel name
-	PresenceTTL         Duration `yaml:"presence_ttl"`              // presence entries live this long unless refreshed
-	ShutdownGracePeriod Duration `yaml:"shutdown_grace_period"`     // SIGTERM: time until exit
-	ShutdownReconnect   Duration `yaml:"shutdown_reconnect_window"` // SIGTERM: disconnects are spread over this window
+	MaxConnections     int      `yaml:"max_connections"`        // 0: derived from RLIMIT_NOFILE
+	MaxMessageSize     int      `yaml:"max_message_size"`       // largest client frame in bytes
+	ClientQueueMaxSize int      `yaml:"client_queue_max_size"`  // bytes waiting for one client before it is a slow consumer
+	MaxPublicationSize int      `yaml:"max_publication_size"`   // bytes of data one publication may carry
+	APIMaxBatch        int      `yaml:"api_batch_max_commands"` // commands in one server API batch
+	APIMaxBodySize     int      `yaml:"api_max_body_size"`      // bytes of one server API request body
+	APIIdleTimeout     Duration `yaml:"api_idle_timeout"`       // an idle keep-alive API connection is closed after this
+
+	HandshakeTimeout           Duration `yaml:"handshake_timeout"`              // a new connection must send its request head within this
+	MaxPendingConnections      int      `yaml:"max_pending_connections"`        // connections not upgraded at once: handshakes and API
+	MaxPendingConnectionsPerIP int      `yaml:"max_pending_connections_per_ip"` // of those, from one source address
+	ClientStallTimeout         Duration `yaml:"client_stall_timeout"`           // how long a client's socket may accept no bytes while data waits
+	CommandRate                float64  `yaml:"command_rate"`                   // commands per second per connection; 0 disables
+	CommandBurst               int      `yaml:"command_burst"`                  // burst allowance for command_rate
+	MaxSubscriptions           int      `yaml:"max_subscriptions"`              // channels one connection may join
+	MaxChannelLength           int      `yaml:"max_channel_length"`             // bytes in a channel name
+	PresenceTTL                Duration `yaml:"presence_ttl"`                   // presence entries live this long unless refreshed
+	ShutdownGracePeriod        Duration `yaml:"shutdown_grace_period"`          // SIGTERM: time until exit
+	ShutdownReconnect          Duration `yaml:"shutdown_reconnect_window"`      // SIGTERM: disconnects are spread over this window
 
 	Channel    ChannelOptions `yaml:"channel"`    // options of channels without a namespace
 	Namespaces []Namespace    `yaml:"namespaces"` // channels "name:rest" take the options of namespace "name"
@@ -81,6 +87,11 @@ var settings = []Setting{
 	{Key: "client_queue_max_size", Usage: "bytes waiting for one client before it is disconnected as a slow consumer"},
 	{Key: "max_publication_size", Usage: "bytes of data one publication may carry; larger ones are refused with 106"},
 	{Key: "api_batch_max_commands", Usage: "commands one server API batch may hold"},
+	{Key: "api_max_body_size", Usage: "bytes of one server API request body; larger ones get 413 before they are read"},
+	{Key: "api_idle_timeout", Usage: "an idle keep-alive server API connection is closed after this"},
+	{Key: "handshake_timeout", Usage: "a new connection must send its whole request head within this"},
+	{Key: "max_pending_connections", Usage: "connections not upgraded to WebSocket at once (handshakes, API); past it: 503"},
+	{Key: "max_pending_connections_per_ip", Usage: "of those, from one source address; past it: 503"},
 	{Key: "client_stall_timeout", Usage: "how long a client socket may accept no bytes while data waits"},
 	{Key: "command_rate", Usage: "commands per second per connection (0 disables)"},
 	{Key: "command_burst", Usage: "burst allowance for command_rate"},
@@ -187,24 +198,30 @@ func parseDuration(s string) (time.Duration, error) {
 // channels keep history (100, 5m) and have presence and join/leave.
 func Default() Config {
 	return Config{
-		Listen:              "127.0.0.1:8000",
-		AdminListen:         "127.0.0.1:9000",
-		LogLevel:            "info",
-		PingInterval:        Duration(25 * time.Second),
-		PongTimeout:         Duration(8 * time.Second),
-		ConnectTimeout:      Duration(10 * time.Second),
-		MaxMessageSize:      64 << 10,
-		ClientQueueMaxSize:  1 << 20,
-		MaxPublicationSize:  4 << 20,
-		APIMaxBatch:         1000,
-		ClientStallTimeout:  Duration(10 * time.Second),
-		CommandRate:         100,
-		CommandBurst:        200,
-		MaxSubscriptions:    128,
-		MaxChannelLength:    255,
-		PresenceTTL:         Duration(60 * time.Second),
-		ShutdownGracePeriod: Duration(30 * time.Second),
-		ShutdownReconnect:   Duration(5 * time.Second),
+		Listen:             "127.0.0.1:8000",
+		AdminListen:        "127.0.0.1:9000",
+		LogLevel:           "info",
+		PingInterval:       Duration(25 * time.Second),
+		PongTimeout:        Duration(8 * time.Second),
+		ConnectTimeout:     Duration(10 * time.Second),
+		MaxMessageSize:     64 << 10,
+		ClientQueueMaxSize: 1 << 20,
+		MaxPublicationSize: 4 << 20,
+		APIMaxBatch:        1000,
+		APIMaxBodySize:     16 << 20,
+		APIIdleTimeout:     Duration(30 * time.Second),
+
+		HandshakeTimeout:           Duration(5 * time.Second),
+		MaxPendingConnections:      1024,
+		MaxPendingConnectionsPerIP: 256,
+		ClientStallTimeout:         Duration(10 * time.Second),
+		CommandRate:                100,
+		CommandBurst:               200,
+		MaxSubscriptions:           128,
+		MaxChannelLength:           255,
+		PresenceTTL:                Duration(60 * time.Second),
+		ShutdownGracePeriod:        Duration(30 * time.Second),
+		ShutdownReconnect:          Duration(5 * time.Second),
 		Channel: ChannelOptions{
 			HistorySize:                100,
 			HistoryTTL:                 Duration(5 * time.Minute),
@@ -481,6 +498,18 @@ func (c *Config) Validate() error {
 	}
 	if c.APIMaxBatch < 1 {
 		bad("api_batch_max_commands: must be at least 1")
+	}
+	if c.APIMaxBodySize < 1 {
+		bad("api_max_body_size: must be at least 1 byte")
+	}
+	if c.APIIdleTimeout.D() <= 0 {
+		bad("api_idle_timeout: must be positive")
+	}
+	if c.HandshakeTimeout.D() <= 0 {
+		bad("handshake_timeout: must be positive")
+	}
+	if c.MaxPendingConnections < 1 || c.MaxPendingConnectionsPerIP < 1 {
+		bad("max_pending_connections/max_pending_connections_per_ip: must be at least 1")
 	}
 	if c.ClientQueueMaxSize < c.MaxMessageSize {
 		bad("client_queue_max_size: %d is smaller than max_message_size %d", c.ClientQueueMaxSize, c.MaxMessageSize)

@@ -35,6 +35,25 @@ func (n *Node) Admit(r *http.Request) (release func(), err error) {
 // unadmit frees a place Admit reserved.
 func (n *Node) unadmit() { n.admitted.Add(-1) }
 
+// Full says, as an error, when the node admits no more sessions; nil otherwise.
+func (n *Node) Full() error {
+	if a := n.admitted.Load(); a >= int64(n.cfg.MaxConnections) {
+		return fmt.Errorf("full: %d of %d connections", a, n.cfg.MaxConnections)
+	}
+	return nil
+}
+
+// RefusedAtDoor counts a connection the transport refused before any
+// request: too many connections not upgraded, in all or from one address.
+func (n *Node) RefusedAtDoor(reason string) {
+	switch reason {
+	case "pending_per_ip":
+		n.metrics.refused.WithLabelValues("pending_per_ip").Inc()
+	default:
+		n.metrics.refused.WithLabelValues("pending").Inc()
+	}
+}
+
 // CheckOrigin applies the allowed origins. With none configured, requests
 // without an Origin header and same-origin requests pass.
 func (n *Node) CheckOrigin(r *http.Request) bool {

@@ -122,3 +122,89 @@ func TestSlowConsumerStillDropped(t *testing.T) {
 		return metricValue(t, tn, "spindle_slow_consumer_disconnects_total") >= 1
 	})
 }
+
+// slowSubscriber connects a raw client to channel ch and then reads
+// nothing: what the server sends piles up in the kernel, then the queue.
+func slowSubscriber(t *testing.T, tn *testNode, ch string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(tn.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	for i, cmd := range []string{
+		fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`, connectToken(t, "slow")),
+		fmt.Sprintf(`{"id":2,"subscribe":{"channel":%q}}`, ch),
+	} {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(cmd)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ws.ReadMessage(); err != nil {
+			t.Fatalf("reply %d: %v", i+1, err)
+		}
+	}
+	return ws
+}
+
+// floodUntilSlow publishes to ch until the node drops a slow consumer.
+func floodUntilSlow(t *testing.T, tn *testNode, ch string) {
+	t.Helper()
+	payload := json.RawMessage(`"` + strings.Repeat("z", 16000) + `"`)
+	waitFor(t, "the slow subscriber to be dropped", func() bool {
+		for range 50 {
+			_, _ = tn.Publish(context.Background(), ch, payload, PublishOptions{})
+		}
+		return metricValue(t, tn, "spindle_slow_consumer_disconnects_total") >= 1
+	})
+}
+
+// A slow consumer that reads again after it was dropped finds its close
+// code behind the data it had not read: the close frame is written after
+// what was queued, never thrown away with it.
+func TestSlowConsumerGetsItsCloseFrame(t *testing.T) {
+	tn := startTestNode(t, func(c *Config) {
+		c.ClientQueueMaxSize = 64 << 10
+		c.ClientStallTimeout = time.Hour
+	})
+	ws := slowSubscriber(t, tn, "firehose")
+	floodUntilSlow(t, tn, "firehose")
+	// Read again: the publications already handed to the socket, then 3008.
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != DisconnectSlow.Code {
+			t.Fatalf("the connection ended with %v, want close code 3008", err)
+		}
+		return
+	}
+}
+
+// A dropped consumer that never reads again is reset after the close
+// grace: the session and what was queued for it are freed in bounded time.
+func TestStuckConsumerIsReset(t *testing.T) {
+	tn := startTestNode(t, func(c *Config) {
+		c.ClientQueueMaxSize = 64 << 10
+		c.ClientStallTimeout = time.Hour
+	})
+	ws := slowSubscriber(t, tn, "firehose")
+	floodUntilSlow(t, tn, "firehose")
+	start := time.Now()
+	waitFor(t, "the dropped session to be freed", func() bool { return tn.NumClients() == 0 })
+	if took := time.Since(start); took > 6*time.Second {
+		t.Fatalf("freed after %v; the close grace is 3 s", took)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the stuck client's socket was never closed")
+			}
+			return
+		}
+	}
+}

@@ -102,7 +102,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.api = api.New(s.Node, api.Config{Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch}, o.Logger)
+	s.api = api.New(s.Node, api.Config{Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch, MaxBodySize: int64(cfg.APIMaxBodySize)}, o.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
 	mux.Handle("/api/", s.api)
@@ -121,6 +121,12 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		HTTP:        mux,
 		MaxConns:    s.Node.MaxConnections(),
 		Logger:      o.Logger,
+
+		HandshakeTimeout: cfg.HandshakeTimeout.D(),
+		MaxPending:       cfg.MaxPendingConnections,
+		MaxPendingPerIP:  cfg.MaxPendingConnectionsPerIP,
+		APIIdleTimeout:   cfg.APIIdleTimeout.D(),
+		Refused:          s.Node.RefusedAtDoor,
 	}, s.Node)
 	if err != nil {
 		return nil, err
@@ -154,6 +160,7 @@ func (s *Server) Start() error {
 			s.stopped = true
 			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
+		s.admin.SetReadyCheck(s.Node.Full)
 		s.admin.SetReady(true)
 	}
 	return nil

@@ -5,6 +5,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -44,18 +45,28 @@ type Config struct {
 	// place back when the upgrade then fails; once OnOpen is called the
 	// place is the connection's, and the Handler frees it after OnClose.
 	Admit    func(r *http.Request) (release func(), err error)
-	HTTP     http.Handler // serves every other path (the server API)
-	MaxConns int          // the event loop refuses connections past this
+	HTTP     http.Handler // serves every other path (the server API), on net/http
+	MaxConns int          // WebSocket sessions at once; the event loop holds these plus MaxPending
 	Logger   *slog.Logger
+
+	// The front door (frontdoor.go): connections that are not sessions.
+	HandshakeTimeout time.Duration       // a new connection must send its whole request head within this; 0: 5 s
+	MaxPending       int                 // connections not upgraded at once (handshakes, API); 0: 1024
+	MaxPendingPerIP  int                 // of those, from one source address; 0: 256
+	APIIdleTimeout   time.Duration       // an idle keep-alive API connection is closed after this; 0: 30 s
+	Refused          func(reason string) // told of each connection refused at the door ("pending", "pending_per_ip")
+
+	CloseGrace time.Duration // how long a closing connection may take to write out its close frame before it is reset; 0: 3 s
 }
 
-// Server is a listening WebSocket endpoint.
+// Server is a listening WebSocket endpoint with the server API beside it.
 type Server struct {
 	cfg      Config
 	h        Handler
-	engine   *nbhttp.Engine
+	engine   *nbhttp.Engine // the event loop of upgraded connections
 	upgrader *websocket.Upgrader
-	ln       *drainListener
+	door     *frontDoor // set by Start
+	closer   *closer    // closes connections whose close frame went out
 	log      *slog.Logger
 }
 
@@ -70,6 +81,10 @@ type Conn struct {
 	progress  atomic.Int64 // monotonic nanoseconds of the last kernel write
 	closeOnce sync.Once
 	closing   atomic.Bool // a close frame was sent or received: nothing more is owed to the peer
+	lingering atomic.Bool // Close waits for the close frame to be written, see close.go
+	endOnce   sync.Once   // the socket is closed once, flushed or reset
+	endTimer  atomic.Pointer[time.Timer]
+	srv       *Server
 }
 
 var monoStart = time.Now()
@@ -89,7 +104,22 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = 64 << 10
 	}
-	s := &Server{cfg: cfg, h: h, log: cfg.Logger}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1024
+	}
+	if cfg.MaxPendingPerIP <= 0 {
+		cfg.MaxPendingPerIP = 256
+	}
+	if cfg.APIIdleTimeout <= 0 {
+		cfg.APIIdleTimeout = 30 * time.Second
+	}
+	if cfg.CloseGrace <= 0 {
+		cfg.CloseGrace = 3 * time.Second
+	}
+	s := &Server{cfg: cfg, h: h, log: cfg.Logger, closer: newCloser()}
 	useNbioLogger(cfg.Logger)
 
 	u := websocket.NewUpgrader()
@@ -127,35 +157,33 @@ func New(cfg Config, h Handler) (*Server, error) {
 	})
 	s.upgrader = u
 
+	// The event loop listens on nothing: the front door hands it the
+	// connections that ask for an upgrade, with their heads unread.
+	// Whatever else reaches it (a second request on an upgrade's
+	// connection) gets 404.
 	mux := http.NewServeMux()
 	mux.HandleFunc(cfg.Path, s.serveUpgrade)
-	if cfg.HTTP != nil {
-		mux.Handle("/", cfg.HTTP)
-	}
-	maxLoad := cfg.MaxConns + 64
-	if cfg.MaxConns <= 0 {
-		maxLoad = 0
+	maxLoad := 0
+	if cfg.MaxConns > 0 {
+		maxLoad = cfg.MaxConns + cfg.MaxPending + 64 // never below what the gateway and the door admit
 	}
 	s.engine = nbhttp.NewEngine(nbhttp.Config{
 		Name:                    "spindle",
 		Network:                 "tcp",
-		Addrs:                   []string{cfg.Addr},
 		Handler:                 mux,
 		MaxLoad:                 maxLoad,
+		KeepaliveTime:           cfg.HandshakeTimeout, // until the upgrade: a connection that does not finish it goes
 		ReleaseWebsocketPayload: true,
 		MessageHandlerPoolSize:  runtime.GOMAXPROCS(0) * 256,
-		// Start binds the socket before the event loop runs; the engine
-		// takes that listener.
-		Listen: func(network, addr string) (net.Listener, error) {
-			if s.ln == nil {
-				return nil, fmt.Errorf("transport: listener for %s not bound", addr)
-			}
-			return s.ln, nil
-		},
 	})
 	if raceHooks != nil {
 		raceHooks(s.engine)
 	}
+	s.engine.OnClose(func(c net.Conn, _ error) {
+		if s.door != nil {
+			s.door.gate.settle(c.RemoteAddr().String())
+		}
+	})
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		ws, ok := nc.Session().(*websocket.Conn)
 		if !ok {
@@ -164,6 +192,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 		if c, ok := ws.Session().(*Conn); ok {
 			c.written.Add(int64(n))
 			c.progress.Store(Mono())
+			if c.lingering.Load() && c.flushed() {
+				s.closer.push(c) // not here: nbio holds the connection's lock
+			}
 		}
 	})
 	return s, nil
@@ -179,36 +210,53 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = newDrainListener(l)
 	if err := s.engine.Start(); err != nil {
-		_ = s.ln.Close()
+		_ = l.Close()
 		return fmt.Errorf("start event loop on %s: %w", s.cfg.Addr, err)
 	}
+	s.closer.start()
+	s.door = newFrontDoor(s, l)
+	s.door.start()
 	return nil
 }
 
 // Addr is the address the server listens on (useful with port 0).
 func (s *Server) Addr() net.Addr {
-	if s.ln == nil {
+	if s.door == nil {
 		return nil
 	}
-	return s.ln.Addr()
+	return s.door.ln.Addr()
+}
+
+// Pending is the number of connections that are not sessions: handshakes
+// being read, API connections, upgrades not finished.
+func (s *Server) Pending() int {
+	if s.door == nil {
+		return 0
+	}
+	return s.door.gate.pending()
 }
 
 // StopAccepting closes the listening socket: new connections are refused by
 // the kernel while existing ones keep working.
 func (s *Server) StopAccepting() {
-	if s.ln != nil {
-		s.ln.drain()
+	if s.door != nil {
+		s.door.stopAccepting()
 	}
 }
 
-// Shutdown closes every connection and stops the event loop.
+// Shutdown stops accepting, lets server API calls in flight finish, then
+// closes every connection and stops the event loop; ctx bounds the waiting.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.engine.Shutdown(ctx); err != nil {
-		return fmt.Errorf("transport shutdown: %w", err)
+	var errs []error
+	if s.door != nil {
+		errs = append(errs, s.door.shutdown(ctx))
 	}
-	return nil
+	if err := s.engine.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("transport shutdown: %w", err))
+	}
+	s.closer.stop()
+	return errors.Join(errs...)
 }
 
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
@@ -227,7 +275,10 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	c := &Conn{ws: ws} // the request is not kept: a connection costs its header maps otherwise
+	if s.door != nil {
+		s.door.gate.settle(r.RemoteAddr) // a session now: the gateway's limit holds it
+	}
+	c := &Conn{ws: ws, srv: s} // the request is not kept: a connection costs its header maps otherwise
 	c.progress.Store(Mono())
 	ws.SetSession(c)
 	s.h.OnOpen(c)
@@ -267,60 +318,8 @@ func (c *Conn) Written() int64 { return c.written.Load() }
 // LastProgress is when (Mono) the kernel last accepted bytes for this connection.
 func (c *Conn) LastProgress() int64 { return c.progress.Load() }
 
-// Close queues a close frame with code and reason and closes the socket at
-// once; a close frame still queued behind a backlog may be lost (best
-// effort: a stuck peer would not read it anyway).
-func (c *Conn) Close(code int, reason string) {
-	c.closeOnce.Do(func() {
-		_ = c.Write(CloseFrame(code, reason))
-		c.closing.Store(true)
-		_ = c.ws.Conn.Close()
-	})
-}
-
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
-
-// drainListener lets the accept loop of nbhttp stop without spinning: after
-// drain the real socket is closed and Accept waits for Close.
-type drainListener struct {
-	net.Listener
-	once     sync.Once
-	closed   chan struct{}
-	draining chan struct{}
-	dOnce    sync.Once
-}
-
-func newDrainListener(l net.Listener) *drainListener {
-	return &drainListener{Listener: l, closed: make(chan struct{}), draining: make(chan struct{})}
-}
-
-func (l *drainListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		return c, nil
-	}
-	select {
-	case <-l.draining:
-		<-l.closed
-		return nil, net.ErrClosed
-	default:
-		return nil, err
-	}
-}
-
-func (l *drainListener) drain() {
-	l.dOnce.Do(func() {
-		close(l.draining)
-		_ = l.Listener.Close()
-	})
-}
-
-func (l *drainListener) Close() error {
-	l.drain()
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
 
 // raceHooks is set in race builds only, see race.go.
 var raceHooks func(*nbhttp.Engine)

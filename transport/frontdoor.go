@@ -1,0 +1,314 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lesismal/nbio/nbhttp"
+	"golang.org/x/sys/unix"
+)
+
+// The front door: every TCP connection comes in here first. It takes a
+// place in the gate (or is refused with a 503), then has the handshake
+// timeout to send a whole request head. The head is only peeked at, not
+// consumed: a WebSocket upgrade goes to the event loop, which reads it as
+// if it had accepted the connection itself; anything else goes to a
+// net/http server for the server API, which checks the key on the headers
+// before it reads a byte of the body.
+
+const (
+	maxHead         = 16 << 10              // bytes of request head read before refusing with 431
+	maxRefusing     = 256                   // refusals being written at once; past it, connections are just closed
+	refuseLinger    = 50 * time.Millisecond // how long a refusal reads what the client sent, so closing does not reset
+	apiReadTimeout  = 30 * time.Second      // a whole API request, body included
+	apiWriteTimeout = 30 * time.Second
+)
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// frontDoor is owned by its Server: Start starts it, Shutdown stops it.
+type frontDoor struct {
+	s        *Server
+	ln       net.Listener
+	gate     *gate
+	api      *http.Server
+	apiConns *connQueue
+	refusing chan struct{} // a slot per refusal being written
+
+	ctx    context.Context // ends when the front door stops
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // accept loop, handshakes, refusals, API server
+}
+
+func newFrontDoor(s *Server, ln net.Listener) *frontDoor {
+	f := &frontDoor{
+		s:        s,
+		ln:       ln,
+		gate:     newGate(s.cfg.MaxPending, s.cfg.MaxPendingPerIP),
+		apiConns: newConnQueue(ln.Addr()),
+		refusing: make(chan struct{}, maxRefusing),
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	handler := s.cfg.HTTP
+	if handler == nil {
+		handler = http.NotFoundHandler()
+	}
+	f.api = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		ReadTimeout:       apiReadTimeout,
+		WriteTimeout:      apiWriteTimeout,
+		IdleTimeout:       s.cfg.APIIdleTimeout,
+		MaxHeaderBytes:    maxHead,
+		ErrorLog:          nil,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				f.gate.leave(addrIP(c.RemoteAddr()))
+			}
+		},
+	}
+	return f
+}
+
+// start runs the accept loop and the API server.
+func (f *frontDoor) start() {
+	f.goNamed("transport.api", func() {
+		if err := f.api.Serve(f.apiConns); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			f.s.log.Error("server API listener stopped", "err", err)
+		}
+	})
+	f.goNamed("transport.accept", f.acceptLoop)
+}
+
+func (f *frontDoor) goNamed(name string, fn func()) {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		pprof.Do(f.ctx, pprof.Labels("spindle.task", name), func(context.Context) { fn() })
+	}()
+}
+
+// stopAccepting closes the listening socket; connections already in keep
+// going.
+func (f *frontDoor) stopAccepting() { _ = f.ln.Close() }
+
+// shutdown stops accepting, lets API calls in flight finish until ctx
+// ends, and waits for the front door's goroutines.
+func (f *frontDoor) shutdown(ctx context.Context) error {
+	f.stopAccepting()
+	err := f.api.Shutdown(ctx)
+	if err != nil {
+		_ = f.api.Close()
+	}
+	f.cancel()
+	f.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("server API: %w", err)
+	}
+	return nil
+}
+
+func (f *frontDoor) acceptLoop() {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of files or a transient error: wait instead of spinning.
+			f.s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-f.ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		ip := addrIP(c.RemoteAddr())
+		if why, ok := f.gate.enter(ip); !ok {
+			f.refuse(c, why)
+			continue
+		}
+		f.goNamed("transport.handshake", func() { f.handshake(c, ip) })
+	}
+}
+
+// refuse answers a connection past the gate's bounds with a 503 and closes
+// it; when too many refusals are being written already, it just closes.
+func (f *frontDoor) refuse(c net.Conn, why refusal) {
+	if f.s.cfg.Refused != nil {
+		f.s.cfg.Refused(string(why))
+	}
+	select {
+	case f.refusing <- struct{}{}:
+	default:
+		_ = c.Close()
+		return
+	}
+	f.goNamed("transport.refuse", func() {
+		defer func() { <-f.refusing }()
+		writeRefusal(c, http.StatusServiceUnavailable, "too many connections not yet upgraded ("+string(why)+")")
+	})
+}
+
+// writeRefusal writes a minimal HTTP error response, half-closes, and
+// reads what the client sent for a moment, so that closing does not reset
+// the connection before the client read the answer.
+func writeRefusal(c net.Conn, status int, msg string) {
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(refuseLinger))
+	body := msg + "\n"
+	_, err := fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
+	if err != nil {
+		return
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// handshake waits for the connection's request head and sends the
+// connection where it belongs. It owns c and its gate place until then.
+func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
+	deadline := time.Now().Add(f.s.cfg.HandshakeTimeout)
+	head, err := peekHead(c, deadline, f.ctx)
+	switch {
+	case errors.Is(err, errHeadTooLarge):
+		f.gate.leave(ip)
+		writeRefusal(c, http.StatusRequestHeaderFieldsTooLarge, "request head over 16 KiB")
+		return
+	case err != nil:
+		f.s.log.Debug("no request head in time", "remote", c.RemoteAddr(), "err", err)
+		f.gate.leave(ip)
+		_ = c.Close()
+		return
+	}
+	if f.isUpgrade(head) {
+		f.gate.handed(c.RemoteAddr().String(), ip)
+		f.s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: c}, nil, func() {})
+		return
+	}
+	if !f.apiConns.push(c) {
+		f.gate.leave(ip)
+		_ = c.Close()
+	}
+}
+
+// isUpgrade reports whether head asks for a WebSocket upgrade at the
+// endpoint's path. Anything it cannot parse goes to the HTTP server, which
+// answers it properly.
+func (f *frontDoor) isUpgrade(head []byte) bool {
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	if err != nil {
+		return false
+	}
+	return req.URL.Path == f.s.cfg.Path && strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
+}
+
+// peekHead returns the request head waiting on c without consuming it
+// (MSG_PEEK), once it is complete, within deadline.
+func peekHead(c net.Conn, deadline time.Time, ctx context.Context) ([]byte, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, fmt.Errorf("not a TCP connection: %T", c)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	defer c.SetReadDeadline(time.Time{})
+	buf := make([]byte, maxHead)
+	wait := time.Millisecond
+	for {
+		var n int
+		var perr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, _, perr = unix.Recvfrom(int(fd), buf, unix.MSG_PEEK)
+			return perr != unix.EAGAIN
+		})
+		switch {
+		case err != nil:
+			return nil, err // the deadline passed with nothing new
+		case perr != nil:
+			return nil, perr
+		case n == 0:
+			return nil, io.EOF
+		}
+		if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
+			return bytes.Clone(buf[:i+4]), nil
+		}
+		if n == len(buf) {
+			return nil, errHeadTooLarge
+		}
+		// Part of a head: the socket stays readable, so look again a little
+		// later rather than at once.
+		if time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("request head incomplete after %d bytes: %w", n, context.DeadlineExceeded)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		wait = min(wait*2, 100*time.Millisecond)
+	}
+}
+
+// connQueue is the net.Listener the API server accepts from: the front
+// door pushes the connections that are not upgrades.
+type connQueue struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// push hands c to the API server; false once the queue is closed.
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.conns <- c:
+		return true
+	case <-q.closed:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
