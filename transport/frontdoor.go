@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -11,10 +10,10 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"golang.org/x/sys/unix"
 )
@@ -201,8 +200,7 @@ func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
 		return
 	}
 	if f.isUpgrade(head) {
-		f.gate.handed(c.RemoteAddr().String(), ip)
-		f.s.engine.AddConnNonTLSNonBlocking(&nbhttp.Conn{Conn: c}, nil, func() {})
+		f.handOff(c, ip, time.Until(deadline))
 		return
 	}
 	if !f.apiConns.push(c) {
@@ -211,16 +209,64 @@ func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
 	}
 }
 
-// isUpgrade reports whether head asks for a WebSocket upgrade at the
-// endpoint's path. Anything it cannot parse goes to the HTTP server, which
-// answers it properly.
-func (f *frontDoor) isUpgrade(head []byte) bool {
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+// handOff gives a connection whose upgrade request waits unread to the
+// event loop, with what is left of its handshake time. The loop gets no
+// read deadline of its own: nbio arms it after the connection is already
+// polled, so a fast upgrade could clear it first and a session would then
+// be cut when it fired. The gate's timer closes the connection instead,
+// unless it settles (upgraded or closed) first.
+func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
+	remote := c.RemoteAddr().String()
+	nbc, err := nbio.NBConn(c) // takes over the socket; c is closed
 	if err != nil {
+		f.s.log.Warn("hand a connection to the event loop", "remote", remote, "err", err)
+		f.gate.leave(ip)
+		_ = c.Close()
+		return
+	}
+	hc := &nbhttp.Conn{Conn: nbc}
+	hc.Parser = nbhttp.NewParser(hc, f.s.engine, nbhttp.NewServerProcessor(), false, nbc.Execute)
+	nbc.SetSession(hc.Parser)
+	nbc.OnData(f.s.engine.DataHandler)
+	f.gate.handed(remote, ip, max(left, 0), func() { _ = nbc.Close() })
+	if f.s.raceHandOff != nil {
+		f.s.raceHandOff()
+	}
+	if err := f.s.engine.AddTransferredConn(nbc); err != nil {
+		f.s.log.Warn("event loop refused a connection", "remote", remote, "err", err)
+		f.gate.settle(remote)
+	}
+}
+
+// isUpgrade reports whether head asks for a WebSocket upgrade at the
+// endpoint's path: GET, the path, and "Upgrade: websocket". It reads the
+// head in place (no allocation: thousands of handshakes a second pass
+// here); anything else goes to the HTTP server, which answers it properly.
+func (f *frontDoor) isUpgrade(head []byte) bool {
+	line, headers, _ := bytes.Cut(head, []byte("\r\n"))
+	method, rest, ok := bytes.Cut(line, []byte(" "))
+	if !ok || string(method) != http.MethodGet {
 		return false
 	}
-	return req.URL.Path == f.s.cfg.Path && strings.EqualFold(req.Header.Get("Upgrade"), "websocket")
+	target, _, _ := bytes.Cut(rest, []byte(" "))
+	path, _, _ := bytes.Cut(target, []byte("?"))
+	if string(path) != f.s.cfg.Path {
+		return false
+	}
+	for len(headers) > 0 {
+		var h []byte
+		h, headers, _ = bytes.Cut(headers, []byte("\r\n"))
+		name, value, ok := bytes.Cut(h, []byte(":"))
+		if ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Upgrade")) {
+			return bytes.EqualFold(bytes.TrimSpace(value), []byte("websocket"))
+		}
+	}
+	return false
 }
+
+// headBufs holds the buffers heads are peeked into, so that a connection
+// storm does not turn into garbage at 16 KiB a connection.
+var headBufs = sync.Pool{New: func() any { b := make([]byte, maxHead); return &b }}
 
 // peekHead returns the request head waiting on c without consuming it
 // (MSG_PEEK), once it is complete, within deadline.
@@ -237,7 +283,9 @@ func peekHead(c net.Conn, deadline time.Time, ctx context.Context) ([]byte, erro
 		return nil, err
 	}
 	defer c.SetReadDeadline(time.Time{})
-	buf := make([]byte, maxHead)
+	pb := headBufs.Get().(*[]byte)
+	defer headBufs.Put(pb)
+	buf := *pb
 	wait := time.Millisecond
 	for {
 		var n int

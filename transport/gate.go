@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // gate bounds the connections that are not WebSocket sessions (yet):
@@ -17,11 +18,18 @@ type gate struct {
 	maxPerIP int
 	n        int
 	perIP    map[netip.Addr]int
-	onLoop   map[string]netip.Addr // handed to the event loop, by remote address, until upgraded or closed
+	onLoop   map[string]handedConn // handed to the event loop, by remote address, until upgraded or closed
+}
+
+// handedConn is a connection on the event loop that has not upgraded yet;
+// its timer closes it when the handshake timeout passes first.
+type handedConn struct {
+	ip    netip.Addr
+	timer *time.Timer
 }
 
 func newGate(max, maxPerIP int) *gate {
-	return &gate{max: max, maxPerIP: maxPerIP, perIP: map[netip.Addr]int{}, onLoop: map[string]netip.Addr{}}
+	return &gate{max: max, maxPerIP: maxPerIP, perIP: map[netip.Addr]int{}, onLoop: map[string]handedConn{}}
 }
 
 // refusal says why enter refused a connection.
@@ -62,10 +70,11 @@ func (g *gate) leaveLocked(ip netip.Addr) {
 }
 
 // handed notes that the connection from remote now waits on the event loop
-// for its upgrade; its place is given back by settle.
-func (g *gate) handed(remote string, ip netip.Addr) {
+// for its upgrade; expire runs when it has not settled by the deadline.
+// Its place is given back by settle.
+func (g *gate) handed(remote string, ip netip.Addr, deadline time.Duration, expire func()) {
 	g.mu.Lock()
-	g.onLoop[remote] = ip
+	g.onLoop[remote] = handedConn{ip: ip, timer: time.AfterFunc(deadline, expire)}
 	g.mu.Unlock()
 }
 
@@ -74,9 +83,10 @@ func (g *gate) handed(remote string, ip netip.Addr) {
 func (g *gate) settle(remote string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if ip, ok := g.onLoop[remote]; ok {
+	if h, ok := g.onLoop[remote]; ok {
+		h.timer.Stop()
 		delete(g.onLoop, remote)
-		g.leaveLocked(ip)
+		g.leaveLocked(h.ip)
 	}
 }
 

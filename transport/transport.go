@@ -33,6 +33,14 @@ type Handler interface {
 	OnClose(c *Conn, err error)
 }
 
+// OpHandler is optional: a Handler that implements it receives every
+// message through OnMessageOp, with its opcode (OpText or OpBinary),
+// instead of through OnMessage.
+type OpHandler interface {
+	// OnMessageOp receives one complete message; data is only valid during the call.
+	OnMessageOp(c *Conn, op byte, data []byte)
+}
+
 // Config sets up a Server.
 type Config struct {
 	Addr           string                     // listen address, e.g. 127.0.0.1:8000
@@ -67,7 +75,9 @@ type Server struct {
 	upgrader *websocket.Upgrader
 	door     *frontDoor // set by Start
 	closer   *closer    // closes connections whose close frame went out
-	log      *slog.Logger
+	// raceHandOff is set in race builds only (race.go).
+	raceHandOff func()
+	log         *slog.Logger
 }
 
 // Conn is one WebSocket connection. Write and Close are safe for concurrent use.
@@ -129,9 +139,14 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if u.CheckOrigin == nil {
 		u.CheckOrigin = func(*http.Request) bool { return true }
 	}
-	u.OnMessage(func(ws *websocket.Conn, _ websocket.MessageType, data []byte) {
+	oh, _ := h.(OpHandler)
+	u.OnMessage(func(ws *websocket.Conn, mt websocket.MessageType, data []byte) {
 		if c, ok := ws.Session().(*Conn); ok {
-			h.OnMessage(c, data)
+			if oh != nil {
+				oh.OnMessageOp(c, byte(mt), data)
+			} else {
+				h.OnMessage(c, data)
+			}
 		}
 	})
 	u.OnClose(func(ws *websocket.Conn, err error) {
@@ -172,12 +187,12 @@ func New(cfg Config, h Handler) (*Server, error) {
 		Network:                 "tcp",
 		Handler:                 mux,
 		MaxLoad:                 maxLoad,
-		KeepaliveTime:           cfg.HandshakeTimeout, // until the upgrade: a connection that does not finish it goes
+		KeepaliveTime:           cfg.HandshakeTimeout, // after a failed upgrade's answer, the connection goes
 		ReleaseWebsocketPayload: true,
 		MessageHandlerPoolSize:  runtime.GOMAXPROCS(0) * 256,
 	})
 	if raceHooks != nil {
-		raceHooks(s.engine)
+		s.raceHandOff = raceHooks(s.engine)
 	}
 	s.engine.OnClose(func(c net.Conn, _ error) {
 		if s.door != nil {
@@ -321,8 +336,9 @@ func (c *Conn) LastProgress() int64 { return c.progress.Load() }
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
 
-// raceHooks is set in race builds only, see race.go.
-var raceHooks func(*nbhttp.Engine)
+// raceHooks is set in race builds only, see race.go; it returns what the
+// front door calls before handing a connection to the event loop.
+var raceHooks func(*nbhttp.Engine) (handOff func())
 
 // nbio logs through one process-wide logger, read by every engine's
 // goroutines (a server's, and a bench client's): install it once and swap
