@@ -19,10 +19,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spindlehq/spindle/guard/task"
 )
 
 // Server is the admin HTTP listener.
 type Server struct {
+	tasks *task.Group // owns the serving goroutine
 	ready atomic.Bool
 	check atomic.Pointer[func() error] // when set and ready, /readyz also asks it
 	srv   *http.Server
@@ -37,7 +40,7 @@ type link struct{ path, what string }
 
 // New prepares the admin endpoints; info, when set, is served at /info as JSON.
 func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
-	s := &Server{mux: http.NewServeMux(), log: log}
+	s := &Server{mux: http.NewServeMux(), log: log, tasks: task.NewGroup(context.Background())}
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -60,6 +63,10 @@ func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
 	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.mux.HandleFunc("GET /debug/tasks", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"tasks": task.List()})
+	})
 	if info != nil {
 		s.mux.HandleFunc("/info", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
@@ -71,6 +78,7 @@ func New(reg *prometheus.Registry, info func() any, log *slog.Logger) *Server {
 		{"/readyz", "readiness: 200 while accepting clients, 503 while starting, draining or full"},
 		{"/metrics", "Prometheus metrics"},
 		{"/debug/pprof/", "Go profiles (goroutine, heap, profile, trace)"},
+		{"/debug/tasks", "the gateway's named goroutines: name, count, oldest start (JSON)"},
 	}
 	if info != nil {
 		s.index = append(s.index, link{"/info", "node counters as JSON"})
@@ -121,11 +129,11 @@ func (s *Server) Start(addr string) error {
 		return fmt.Errorf("admin listen %s: %w", addr, err)
 	}
 	s.ln = ln
-	go func() {
+	s.tasks.Go("admin.http", func(context.Context) {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("admin server stopped", "err", err)
 		}
-	}()
+	})
 	return nil
 }
 
@@ -134,7 +142,12 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Shutdown stops the listener, waiting for requests in flight until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.srv.Shutdown(ctx); err != nil {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	s.tasks.Stop()
+	if err != nil {
 		return fmt.Errorf("admin shutdown: %w", err)
 	}
 	return nil

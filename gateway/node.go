@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker"
+	"github.com/spindlehq/spindle/guard/task"
 )
 
 // Options are a Node's collaborators.
@@ -58,11 +58,10 @@ type Node struct {
 	writers  *writers  // the goroutines that write to sockets
 	sessions *registry // open sessions by id and by user
 
-	// ctx is the parent of every broker call and command deadline; Close
-	// cancels it. wg counts the goroutines Start began.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// tasks owns the goroutines Start begins; its context is the parent of
+	// every broker call and command deadline (ctx). Close stops both.
+	tasks *task.Group
+	ctx   context.Context
 
 	mu        sync.Mutex // guards running, closeErr and closeOnce's outcome
 	running   bool
@@ -100,13 +99,15 @@ func New(cfg Config, o Options) (*Node, error) {
 		allGone:  make(chan struct{}),
 	}
 	n.rules = newRules(&n.cfg)
-	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.tasks = task.NewGroup(context.Background())
+	n.ctx = n.tasks.Context()
 	n.metrics = newMetrics(o.Registry, n)
 	return n, nil
 }
 
 // Start starts the broker's delivery to this node, the writer goroutines
-// and the heartbeat loop. A node starts once.
+// and the heartbeat loop (tasks gateway.writer and gateway.heartbeat). A
+// node starts once.
 func (n *Node) Start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -117,21 +118,11 @@ func (n *Node) Start() error {
 		return fmt.Errorf("start broker: %w", err)
 	}
 	n.running = true
-	for i, sh := range n.writers.shards {
-		n.goNamed(fmt.Sprintf("gateway.writer.%d", i), sh.run)
+	for _, sh := range n.writers.shards {
+		n.tasks.Go("gateway.writer", sh.run)
 	}
-	n.goNamed("gateway.heartbeat", n.heartbeatLoop)
+	n.tasks.Go("gateway.heartbeat", n.heartbeatLoop)
 	return nil
-}
-
-// goNamed runs f on a goroutine owned by the node, labelled for goroutine
-// dumps (pprof label spindle.task=name), until n.ctx ends.
-func (n *Node) goNamed(name string, f func(context.Context)) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		pprof.Do(n.ctx, pprof.Labels("spindle.task", name), f)
-	}()
 }
 
 // Shutdown drains the node: it stops admitting sessions, disconnects every
@@ -149,8 +140,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // transport's to close. Close is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		n.cancel()
-		n.wg.Wait()
+		n.tasks.Stop()
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if n.running {

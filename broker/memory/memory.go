@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spindlehq/spindle/broker"
+	"github.com/spindlehq/spindle/guard/task"
 )
 
 const (
@@ -35,8 +36,7 @@ type Broker struct {
 	shards [shardCount]shard   // the array is fixed; each shard's maps are guarded by that shard's mu
 	now    func() time.Time    // set by New (tests replace it right after New), read-only after; called under shard locks and by the janitor
 	h      broker.EventHandler // written by Start before the janitor starts, read-only after (read under shard locks)
-	stop   chan struct{}       // made by New, closed once by Close under life; the janitor exits when it is closed
-	done   chan struct{}       // made by New, closed by the janitor goroutine when it exits; Close waits on it
+	tasks  *task.Group         // made by New; owns the janitor; Close stops it
 
 	life    sync.Mutex // guards started and closed, and orders Start against Close
 	started bool       // set by the first Start
@@ -76,7 +76,7 @@ type idemEntry struct {
 
 // New returns an empty broker; Start attaches the node's handler.
 func New() *Broker {
-	b := &Broker{seed: maphash.MakeSeed(), now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	b := &Broker{seed: maphash.MakeSeed(), now: time.Now, tasks: task.NewGroup(context.Background())}
 	for i := range b.shards {
 		s := &b.shards[i]
 		s.streams = map[string]*stream{}
@@ -111,18 +111,17 @@ func (b *Broker) Start(h broker.EventHandler) error {
 	}
 	b.started = true
 	b.h = h
-	go b.janitor()
+	b.tasks.Go("broker.memory.janitor", b.janitor)
 	return nil
 }
 
 // janitor runs expire every second until Close.
-func (b *Broker) janitor() {
-	defer close(b.done)
+func (b *Broker) janitor(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-b.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			b.expire()
@@ -136,15 +135,9 @@ func (b *Broker) janitor() {
 // so the node stops calling those before it closes the broker.
 func (b *Broker) Close() error {
 	b.life.Lock()
-	if !b.closed {
-		b.closed = true
-		close(b.stop)
-	}
-	started := b.started
+	b.closed = true
 	b.life.Unlock()
-	if started {
-		<-b.done
-	}
+	b.tasks.Stop()
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spindlehq/spindle/broker"
+	"github.com/spindlehq/spindle/guard/task"
 )
 
 // TestMain fails the package if any test leaves a goroutine behind, such as
@@ -505,10 +506,10 @@ func TestCloseStopsJanitor(t *testing.T) {
 				t.Error(err)
 			}
 			// Every Close returns only once the janitor has exited.
-			select {
-			case <-b.done:
-			default:
-				t.Error("Close returned before the janitor exited")
+			for _, i := range task.List() {
+				if i.Name == "broker.memory.janitor" {
+					t.Error("Close returned before the janitor exited")
+				}
 			}
 		})
 	}
