@@ -115,6 +115,11 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
 // Handle adds an endpoint, e.g. the admin web page.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
+// HandleFunc adds an endpoint served by f.
+func (s *Server) HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request)) {
+	s.mux.HandleFunc(pattern, f)
+}
+
 // SetReady flips /readyz.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -59,6 +60,19 @@ type Config struct {
 	ShutdownGracePeriod        Duration `yaml:"shutdown_grace_period"`          // SIGTERM: time until exit
 	ShutdownReconnect          Duration `yaml:"shutdown_reconnect_window"`      // SIGTERM: disconnects are spread over this window
 
+	Broker        string   `yaml:"broker"`         // memory (one node) or redis (nodes sharing one Redis)
+	RedisAddress  string   `yaml:"redis_address"`  // host:port of Redis, for broker redis
+	RedisPrefix   string   `yaml:"redis_prefix"`   // prefix of every Redis key and pub/sub channel
+	RedisUsername string   `yaml:"redis_username"` // ACL user; empty: default
+	RedisPassword string   `yaml:"redis_password"` // empty: no AUTH
+	RedisDB       int      `yaml:"redis_db"`       // database number
+	RedisTimeout  Duration `yaml:"redis_timeout"`  // dial, read and write timeout of Redis commands
+
+	CaptureDir      string   `yaml:"capture_dir"`      // the watchdog's archive of captures
+	WatchdogRules   []string `yaml:"watchdog_rules"`   // "goroutines > N for D" or "goroutines grow > R/s over D"
+	CaptureCooldown Duration `yaml:"capture_cooldown"` // least time between two captures the rules trigger
+	CaptureWebhook  string   `yaml:"capture_webhook"`  // a URL POSTed each capture's JSON; empty: none
+
 	Channel    ChannelOptions `yaml:"channel"`    // options of channels without a namespace
 	Namespaces []Namespace    `yaml:"namespaces"` // channels "name:rest" take the options of namespace "name"
 }
@@ -100,6 +114,17 @@ var settings = []Setting{
 	{Key: "presence_ttl", Usage: "presence entries live this long unless refreshed"},
 	{Key: "shutdown_grace_period", Usage: "SIGTERM: time until exit"},
 	{Key: "shutdown_reconnect_window", Usage: "SIGTERM: disconnects are spread over this window"},
+	{Key: "broker", Usage: "memory (a single node) or redis (nodes sharing one Redis)"},
+	{Key: "redis_address", Usage: "host:port of Redis for broker redis"},
+	{Key: "redis_prefix", Usage: "prefix of every Redis key and pub/sub channel"},
+	{Key: "redis_username", Usage: "Redis ACL user name (empty: default user)"},
+	{Key: "redis_password", Usage: "Redis password (empty: no AUTH)"},
+	{Key: "redis_db", Usage: "Redis database number"},
+	{Key: "redis_timeout", Usage: "dial, read and write timeout of Redis commands"},
+	{Key: "capture_dir", Usage: "the watchdog's archive of captures (goroutine dump, heap and CPU profiles)"},
+	{Key: "watchdog_rules", Usage: `rules that trigger a capture, comma-separated: "goroutines > N for D", "goroutines grow > R/s over D"`},
+	{Key: "capture_cooldown", Usage: "least time between two captures the watchdog rules trigger"},
+	{Key: "capture_webhook", Usage: "URL POSTed each capture's JSON (empty: none)"},
 }
 
 // Setting describes one top-level scalar key of Config.
@@ -222,6 +247,13 @@ func Default() Config {
 		PresenceTTL:                Duration(60 * time.Second),
 		ShutdownGracePeriod:        Duration(30 * time.Second),
 		ShutdownReconnect:          Duration(5 * time.Second),
+		CaptureDir:                 filepath.Join(os.TempDir(), "spindle-captures"),
+		WatchdogRules:              []string{"goroutines > 100000 for 2m", "goroutines grow > 200/s over 5m"},
+		CaptureCooldown:            Duration(5 * time.Minute),
+		Broker:                     "memory",
+		RedisAddress:               "127.0.0.1:6379",
+		RedisPrefix:                "spindle",
+		RedisTimeout:               Duration(5 * time.Second),
 		Channel: ChannelOptions{
 			HistorySize:                100,
 			HistoryTTL:                 Duration(5 * time.Minute),
@@ -522,6 +554,27 @@ func (c *Config) Validate() error {
 	}
 	if c.CommandRate < 0 || (c.CommandRate > 0 && c.CommandBurst < 1) {
 		bad("command_rate/command_burst: rate must be ≥ 0 and burst ≥ 1")
+	}
+	if c.CaptureDir == "" {
+		bad("capture_dir: must not be empty")
+	}
+	if c.CaptureCooldown.D() <= 0 {
+		bad("capture_cooldown: must be positive")
+	}
+	switch c.Broker {
+	case "memory":
+	case "redis":
+		if c.RedisAddress == "" {
+			bad("redis_address: must not be empty with broker redis")
+		}
+		if c.RedisTimeout.D() <= 0 {
+			bad("redis_timeout: must be positive")
+		}
+		if c.RedisDB < 0 {
+			bad("redis_db: must not be negative")
+		}
+	default:
+		bad("broker: %q is neither memory nor redis", c.Broker)
 	}
 	if c.MaxSubscriptions < 1 {
 		bad("max_subscriptions: must be at least 1")

@@ -335,6 +335,10 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"max_connections":                {"7", func(c *Config) { c.MaxConnections = 7 }},
 		"max_message_size":               {"1KiB", func(c *Config) { c.MaxMessageSize = 1024 }},
 		"client_queue_max_size":          {"2MiB", func(c *Config) { c.ClientQueueMaxSize = 2 << 20 }},
+		"capture_dir":                    {"/tmp/caps", func(c *Config) { c.CaptureDir = "/tmp/caps" }},
+		"watchdog_rules":                 {"goroutines > 5 for 1m", func(c *Config) { c.WatchdogRules = []string{"goroutines > 5 for 1m"} }},
+		"capture_cooldown":               {"30s", func(c *Config) { c.CaptureCooldown = Duration(30 * time.Second) }},
+		"capture_webhook":                {"http://127.0.0.1:1/hook", func(c *Config) { c.CaptureWebhook = "http://127.0.0.1:1/hook" }},
 		"max_publication_size":           {"3MiB", func(c *Config) { c.MaxPublicationSize = 3 << 20 }},
 		"api_batch_max_commands":         {"10", func(c *Config) { c.APIMaxBatch = 10 }},
 		"api_max_body_size":              {"1MiB", func(c *Config) { c.APIMaxBodySize = 1 << 20 }},
@@ -350,6 +354,13 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"presence_ttl":                   {"30", func(c *Config) { c.PresenceTTL = Duration(30 * time.Second) }},
 		"shutdown_grace_period":          {"1m", func(c *Config) { c.ShutdownGracePeriod = Duration(time.Minute) }},
 		"shutdown_reconnect_window":      {"0", func(c *Config) { c.ShutdownReconnect = 0 }},
+		"broker":                         {"redis", func(c *Config) { c.Broker = "redis" }},
+		"redis_address":                  {"10.0.0.1:6380", func(c *Config) { c.RedisAddress = "10.0.0.1:6380" }},
+		"redis_prefix":                   {"sp", func(c *Config) { c.RedisPrefix = "sp" }},
+		"redis_username":                 {"u", func(c *Config) { c.RedisUsername = "u" }},
+		"redis_password":                 {"pw", func(c *Config) { c.RedisPassword = "pw" }},
+		"redis_db":                       {"3", func(c *Config) { c.RedisDB = 3 }},
+		"redis_timeout":                  {"2s", func(c *Config) { c.RedisTimeout = Duration(2 * time.Second) }},
 	}
 	for _, key := range scalarYAMLKeys(t) {
 		if _, ok := tests[key]; !ok {

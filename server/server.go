@@ -23,6 +23,7 @@ import (
 	"github.com/spindlehq/spindle/broker/memory"
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
+	"github.com/spindlehq/spindle/guard/watchdog"
 	"github.com/spindlehq/spindle/transport"
 )
 
@@ -44,6 +45,7 @@ type Server struct {
 	api   *api.Handler
 	tr    *transport.Server
 	admin *admin.Server // nil when the admin listener is disabled
+	watch *watchdog.Watchdog
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -131,8 +133,24 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var rules []watchdog.Rule
+	for _, text := range cfg.WatchdogRules {
+		r, err := watchdog.ParseRule(text)
+		if err != nil {
+			return nil, fmt.Errorf("config: watchdog_rules: %w", err)
+		}
+		rules = append(rules, r)
+	}
+	s.watch, err = watchdog.New(watchdog.Config{
+		Dir: cfg.CaptureDir, Rules: rules, Cooldown: cfg.CaptureCooldown.D(), Webhook: cfg.CaptureWebhook,
+		Logger: o.Logger, Registry: s.Registry,
+	})
+	if err != nil {
+		return nil, err
+	}
 	if cfg.AdminListen != "" {
 		s.admin = admin.New(s.Registry, func() any { return s.Node.Info() }, o.Logger)
+		s.watch.Routes(s.admin)
 	}
 	return s, nil
 }
@@ -155,9 +173,11 @@ func (s *Server) Start() error {
 		s.stopped = true
 		return errors.Join(err, s.Node.Close())
 	}
+	s.watch.Start()
 	if s.admin != nil {
 		if err := s.admin.Start(s.Config.AdminListen); err != nil {
 			s.stopped = true
+			s.watch.Stop()
 			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
 		s.admin.SetReadyCheck(s.Node.Full)
@@ -208,7 +228,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.admin.SetReady(false)
 	}
 	s.tr.StopAccepting()
-	return errors.Join(s.api.Shutdown(ctx), s.Node.Shutdown(ctx), s.closeTransport(), s.closeAdmin())
+	err := errors.Join(s.api.Shutdown(ctx), s.Node.Shutdown(ctx), s.closeTransport(), s.closeAdmin())
+	s.watch.Stop()
+	return err
 }
 
 // Close stops everything at once: connections are cut, requests in flight
@@ -217,8 +239,16 @@ func (s *Server) Close() error {
 	if !s.stop() {
 		return nil
 	}
-	return errors.Join(s.closeTransport(), s.Node.Close(), s.closeAdmin())
+	err := errors.Join(s.closeTransport(), s.Node.Close(), s.closeAdmin())
+	s.watch.Stop()
+	return err
 }
+
+// Capture asks the watchdog for a capture now (SIGUSR2 does this).
+func (s *Server) Capture(reason string) (watchdog.Capture, error) { return s.watch.Capture(reason) }
+
+// CaptureDir is where the watchdog keeps its captures.
+func (s *Server) CaptureDir() string { return s.watch.Dir() }
 
 // stop reports whether this call is the one that stops the server.
 func (s *Server) stop() bool {

@@ -57,7 +57,12 @@ type proc struct {
 // prints its addresses.
 func runServe(t *testing.T, args ...string) *proc {
 	t.Helper()
-	bin := spindleBinary(t)
+	return runServeBinary(t, spindleBinary(t), args...)
+}
+
+// runServeBinary is runServe with another build of spindle.
+func runServeBinary(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--api-key", "key", "--token-hmac-secret", secret, "--log-level", "warn"}, args...)
 	cmd := exec.Command(bin, args...)

@@ -150,6 +150,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if a := srv.AdminAddr(); a != "" {
 		fmt.Fprintf(stdout, "  admin:   http://%s/  (/healthz /readyz /metrics /debug/pprof/ /info)\n", a)
 	}
+	fmt.Fprintf(stdout, "  captures: %s  (kill -USR2 %d for one now)\n", srv.CaptureDir(), os.Getpid())
 	for _, g := range srv.Generated {
 		fmt.Fprintf(stdout, "  generated %s\n", g)
 	}
@@ -157,6 +158,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stdout, "  a token: %s token --user 42 --secret %s\n", selfCommand(os.Args[0]), s)
 	}
 	log.Info("serving", "listen", srv.Addr(), "max_connections", srv.Node.MaxConnections())
+
+	// SIGUSR2: a capture (goroutine dump, heap and CPU profiles) while serving on.
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	captured := make(chan struct{})
+	defer close(captured)
+	go func() {
+		for {
+			select {
+			case <-usr2:
+				if _, err := srv.Capture("signal: SIGUSR2"); err != nil {
+					log.Error("capture on SIGUSR2", "err", err)
+				}
+			case <-captured:
+				return
+			}
+		}
+	}()
 
 	select {
 	case sig := <-sigs:

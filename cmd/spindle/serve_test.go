@@ -138,6 +138,10 @@ var serveFlagValues = map[string]string{
 	"max_connections":                "100",
 	"max_message_size":               "128KiB",
 	"client_queue_max_size":          "2MiB",
+	"capture_dir":                    "/tmp/spindle-flag-captures",
+	"watchdog_rules":                 "goroutines > 100000 for 1m",
+	"capture_cooldown":               "2m",
+	"capture_webhook":                "",
 	"max_publication_size":           "3MiB",
 	"api_batch_max_commands":         "500",
 	"api_max_body_size":              "8MiB",
@@ -153,6 +157,13 @@ var serveFlagValues = map[string]string{
 	"presence_ttl":                   "30s",
 	"shutdown_grace_period":          "40s",
 	"shutdown_reconnect_window":      "100ms",
+	"broker":                         "memory", // redis would need a running Redis
+	"redis_address":                  "127.0.0.1:6390",
+	"redis_prefix":                   "flagprefix",
+	"redis_username":                 "flaguser",
+	"redis_password":                 "flagpass",
+	"redis_db":                       "2",
+	"redis_timeout":                  "3s",
 }
 
 func dashed(key string) string { return strings.ReplaceAll(key, "_", "-") }
