@@ -27,6 +27,9 @@ type Config struct {
 	Key              string // X-API-Key; empty refuses every call
 	MaxBodySize      int64  // bytes of one request body; 0: 16 MiB
 	MaxBatchCommands int    // commands in one batch; 0: 1000
+	// Admit, when set, is asked before each call; an error refuses the
+	// call with 503 and Retry-After (see guard/admission).
+	Admit func() error
 }
 
 // Handler serves /api/. Build it with New; Shutdown refuses new calls
@@ -37,6 +40,7 @@ type Handler struct {
 	log      *slog.Logger
 	maxBody  int64
 	maxBatch int
+	admit    func() error
 	inflight inflight
 }
 
@@ -45,7 +49,7 @@ func New(node *gateway.Node, cfg Config, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{node: node, key: cfg.Key, log: log, maxBody: cfg.MaxBodySize, maxBatch: cfg.MaxBatchCommands}
+	h := &Handler{node: node, key: cfg.Key, log: log, maxBody: cfg.MaxBodySize, maxBatch: cfg.MaxBatchCommands, admit: cfg.Admit}
 	if h.maxBody <= 0 {
 		h.maxBody = 16 << 20
 	}
@@ -86,6 +90,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.inflight.leave()
+	if h.admit != nil {
+		if err := h.admit(); err != nil {
+			w.Header().Set("Retry-After", "1")
+			writeJSONStatus(w, http.StatusServiceUnavailable, replyError(&gateway.Error{
+				Code: gateway.ErrTooManyRequests.Code, Message: gateway.ErrTooManyRequests.Message + ": " + err.Error(), Temporary: true}))
+			return
+		}
+	}
 	if !h.authorized(r) {
 		h.log.Info("api request refused: bad or missing key", "remote", r.RemoteAddr, "path", r.URL.Path)
 		w.WriteHeader(http.StatusUnauthorized)

@@ -23,6 +23,12 @@ func (n *Node) Admit(r *http.Request) (release func(), err error) {
 		n.metrics.refused.WithLabelValues("draining").Inc()
 		return nil, errors.New("node is shutting down")
 	}
+	if n.admit != nil {
+		if err := n.admit("session"); err != nil {
+			n.metrics.refused.WithLabelValues("overloaded").Inc()
+			return nil, err
+		}
+	}
 	if n.admitted.Add(1) > int64(n.cfg.MaxConnections) {
 		n.admitted.Add(-1)
 		n.metrics.refused.WithLabelValues("max_connections").Inc()

@@ -35,7 +35,10 @@ type Options struct {
 	Verifier *auth.Verifier        // nil: only anonymous connections (when allowed)
 	Logger   *slog.Logger          // nil: slog.Default()
 	Registry prometheus.Registerer // nil: metrics are kept but not exported
-	Version  string
+	// Admission, when set, is asked before each new session ("session");
+	// an error refuses it with 503 (see guard/admission).
+	Admission func(kind string) error
+	Version   string
 }
 
 // Node is one gateway node: it owns every client session it serves, the
@@ -50,6 +53,7 @@ type Node struct {
 	broker   broker.Broker
 	presence broker.PresenceManager
 	verifier *auth.Verifier
+	admit    func(kind string) error // nil: no admission control
 	version  string
 	started  time.Time
 	metrics  *metrics
@@ -91,6 +95,7 @@ func New(cfg Config, o Options) (*Node, error) {
 		broker:   o.Broker,
 		presence: o.Presence,
 		verifier: o.Verifier,
+		admit:    o.Admission,
 		version:  o.Version,
 		started:  time.Now(),
 		hub:      newHub(),

@@ -23,6 +23,7 @@ import (
 	"github.com/spindlehq/spindle/broker/memory"
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
+	"github.com/spindlehq/spindle/guard/admission"
 	"github.com/spindlehq/spindle/guard/watchdog"
 	"github.com/spindlehq/spindle/transport"
 )
@@ -46,6 +47,7 @@ type Server struct {
 	tr    *transport.Server
 	admin *admin.Server // nil when the admin listener is disabled
 	watch *watchdog.Watchdog
+	adm   *admission.Controller
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -96,15 +98,18 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	s.Registry = prometheus.NewRegistry()
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	admission.SetMemoryLimit(0) // GOMEMLIMIT, or 90% of the container's limit
+	s.adm = admission.New(admission.Config{Logger: o.Logger, Registry: s.Registry})
 	mem := memory.New()
 	s.Node, err = gateway.New(gateway.FromConfig(cfg), gateway.Options{
 		Broker: mem, Presence: mem, Verifier: verifier,
 		Logger: o.Logger, Registry: s.Registry, Version: o.Version,
+		Admission: s.adm.Admit,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.api = api.New(s.Node, api.Config{Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch, MaxBodySize: int64(cfg.APIMaxBodySize)}, o.Logger)
+	s.api = api.New(s.Node, api.Config{Admit: func() error { return s.adm.Admit("api") }, Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch, MaxBodySize: int64(cfg.APIMaxBodySize)}, o.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
 	mux.Handle("/api/", s.api)
@@ -174,13 +179,15 @@ func (s *Server) Start() error {
 		return errors.Join(err, s.Node.Close())
 	}
 	s.watch.Start()
+	s.adm.Start()
 	if s.admin != nil {
 		if err := s.admin.Start(s.Config.AdminListen); err != nil {
 			s.stopped = true
 			s.watch.Stop()
+			s.adm.Stop()
 			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
-		s.admin.SetReadyCheck(s.Node.Full)
+		s.admin.SetReadyCheck(s.ready)
 		s.admin.SetReady(true)
 	}
 	return nil
@@ -230,6 +237,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.tr.StopAccepting()
 	err := errors.Join(s.api.Shutdown(ctx), s.Node.Shutdown(ctx), s.closeTransport(), s.closeAdmin())
 	s.watch.Stop()
+	s.adm.Stop()
 	return err
 }
 
@@ -241,8 +249,21 @@ func (s *Server) Close() error {
 	}
 	err := errors.Join(s.closeTransport(), s.Node.Close(), s.closeAdmin())
 	s.watch.Stop()
+	s.adm.Stop()
 	return err
 }
+
+// ready is the readiness check beside draining: not while the node is full
+// or admission sheds load.
+func (s *Server) ready() error {
+	if err := s.Node.Full(); err != nil {
+		return err
+	}
+	return s.adm.Ready()
+}
+
+// Admission is the server's admission controller.
+func (s *Server) Admission() *admission.Controller { return s.adm }
 
 // Capture asks the watchdog for a capture now (SIGUSR2 does this).
 func (s *Server) Capture(reason string) (watchdog.Capture, error) { return s.watch.Capture(reason) }

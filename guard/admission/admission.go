@@ -1,0 +1,326 @@
+// Package admission decides, from the runtime's own signals, how fast the
+// gateway admits new WebSocket sessions and server API calls, and when it
+// sheds them.
+//
+// A controller samples runtime/metrics every Interval: the scheduler
+// latency histogram (/sched/latencies:seconds, its p99 over the interval),
+// heap in use against the memory limit, and the goroutine count. Pressure
+// is the largest of those readings, each divided by its soft bound.
+//
+// The admission rate follows AIMD, as TCP congestion control and Netflix's
+// concurrency-limits do: while pressure is below 1 the rate grows by a
+// twentieth of MaxRate a tick (additive increase, so a recovered node
+// ramps up over seconds, not at once) until it reaches MaxRate and the
+// controller is calm again, when admission is not limited at all; at or
+// above 1 it is multiplied by
+// 0.7 (multiplicative decrease, down to MinRate). AIMD needs no model of
+// the node, converges under steady load and backs off fast under a storm.
+// Past the hard bound of any signal the controller sheds: nothing new is
+// admitted until every signal has been below its soft bound for
+// RecoverAfter (hysteresis, so it does not flap). Established sessions are
+// never touched.
+package admission
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spindlehq/spindle/guard/task"
+)
+
+// Config sets the controller's bounds; zero values take the defaults.
+type Config struct {
+	Interval     time.Duration // sampling period; 250 ms
+	SchedSoft    time.Duration // scheduler latency p99 where throttling starts; 10 ms
+	SchedHard    time.Duration // ... and shedding; 100 ms
+	HeapSoft     float64       // heap in use / memory limit where throttling starts; 0.80
+	HeapHard     float64       // ... and shedding; 0.95
+	Goroutines   int           // goroutines where throttling starts; 0: not a signal
+	MaxRate      float64       // admissions per second when calm; 5000
+	MinRate      float64       // the least rate while throttling; 50
+	RecoverAfter time.Duration // calm this long ends shedding; 2 s
+	Logger       *slog.Logger
+	Registry     prometheus.Registerer
+}
+
+// State is where the controller is.
+type State int
+
+// States, from calm to shedding.
+const (
+	Calm State = iota
+	Throttling
+	Shedding
+)
+
+func (s State) String() string {
+	return [...]string{"calm", "throttling", "shedding"}[s]
+}
+
+// Controller is built with New, started with Start, stopped with Stop.
+type Controller struct {
+	cfg   Config
+	log   *slog.Logger
+	tasks *task.Group
+
+	mu        sync.Mutex // guards everything below
+	state     State
+	why       string
+	rate      float64
+	tokens    float64
+	tokensAt  time.Time
+	calmSince time.Time
+	lastHist  *metrics.Float64Histogram
+
+	mLimit    prometheus.GaugeFunc
+	mState    prometheus.GaugeFunc
+	mPressure prometheus.Gauge
+	mAdmitted *prometheus.CounterVec
+	mShed     *prometheus.CounterVec
+}
+
+// New returns a calm controller.
+func New(cfg Config) *Controller {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Interval, 250*time.Millisecond)
+	def(&cfg.SchedSoft, 10*time.Millisecond)
+	def(&cfg.SchedHard, 100*time.Millisecond)
+	def(&cfg.RecoverAfter, 2*time.Second)
+	if cfg.HeapSoft <= 0 {
+		cfg.HeapSoft = 0.80
+	}
+	if cfg.HeapHard <= 0 {
+		cfg.HeapHard = 0.95
+	}
+	if cfg.MaxRate <= 0 {
+		cfg.MaxRate = 5000
+	}
+	if cfg.MinRate <= 0 {
+		cfg.MinRate = 50
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Controller{cfg: cfg, log: cfg.Logger, tasks: task.NewGroup(context.Background()), rate: cfg.MaxRate, tokens: cfg.MaxRate / 4}
+	c.mLimit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_limit", Help: "Admissions per second the controller allows now."},
+		func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return c.rate })
+	c.mState = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_state", Help: "0 calm, 1 throttling, 2 shedding."},
+		func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return float64(c.state) })
+	c.mPressure = prometheus.NewGauge(prometheus.GaugeOpts{Name: "spindle_admission_pressure", Help: "The largest signal over its soft bound (1: throttling starts)."})
+	c.mAdmitted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spindle_admission_admitted_total", Help: "Sessions and API calls admitted, by kind."}, []string{"kind"})
+	c.mShed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spindle_admission_shed_total", Help: "Sessions and API calls refused by admission, by reason."}, []string{"reason"})
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(c.mLimit, c.mState, c.mPressure, c.mAdmitted, c.mShed)
+	}
+	return c
+}
+
+// Start samples the runtime until Stop.
+func (c *Controller) Start() { c.tasks.Go("guard.admission", c.run) }
+
+// Stop ends the sampling.
+func (c *Controller) Stop() { c.tasks.Stop() }
+
+func (c *Controller) run(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.Observe(now, c.read())
+		}
+	}
+}
+
+// Signals are one reading of the runtime.
+type Signals struct {
+	SchedP99   time.Duration // scheduler latency p99 since the previous reading
+	HeapShare  float64       // heap in use / memory limit; 0 without a limit
+	Goroutines int
+}
+
+var sampleNames = []string{"/sched/latencies:seconds", "/memory/classes/heap/objects:bytes", "/sched/goroutines:goroutines"}
+
+func (c *Controller) read() Signals {
+	samples := make([]metrics.Sample, len(sampleNames))
+	for i, n := range sampleNames {
+		samples[i].Name = n
+	}
+	metrics.Read(samples)
+	var s Signals
+	if samples[0].Value.Kind() == metrics.KindFloat64Histogram {
+		h := samples[0].Value.Float64Histogram()
+		c.mu.Lock()
+		s.SchedP99 = p99Since(c.lastHist, h)
+		c.lastHist = cloneHist(h)
+		c.mu.Unlock()
+	}
+	if samples[1].Value.Kind() == metrics.KindUint64 {
+		if lim := debug.SetMemoryLimit(-1); lim > 0 && lim < math.MaxInt64 {
+			s.HeapShare = float64(samples[1].Value.Uint64()) / float64(lim)
+		}
+	}
+	if samples[2].Value.Kind() == metrics.KindUint64 {
+		s.Goroutines = int(samples[2].Value.Uint64())
+	}
+	return s
+}
+
+func cloneHist(h *metrics.Float64Histogram) *metrics.Float64Histogram {
+	return &metrics.Float64Histogram{Counts: append([]uint64(nil), h.Counts...), Buckets: h.Buckets}
+}
+
+// p99Since is the 99th percentile of what the histogram counted since prev.
+func p99Since(prev, cur *metrics.Float64Histogram) time.Duration {
+	var total uint64
+	delta := make([]uint64, len(cur.Counts))
+	for i, n := range cur.Counts {
+		if prev != nil && i < len(prev.Counts) {
+			n -= prev.Counts[i]
+		}
+		delta[i] = n
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	want := uint64(math.Ceil(float64(total) * 0.99))
+	var seen uint64
+	for i, n := range delta {
+		seen += n
+		if seen >= want {
+			hi := cur.Buckets[i+1]
+			if math.IsInf(hi, 1) {
+				hi = cur.Buckets[i]
+			}
+			return time.Duration(hi * float64(time.Second))
+		}
+	}
+	return 0
+}
+
+// Observe moves the controller with one reading of the signals. Start
+// calls it every Interval; tests drive it directly.
+func (c *Controller) Observe(now time.Time, s Signals) {
+	pressure, why := c.pressure(s, false)
+	hard, hardWhy := c.pressure(s, true)
+	c.mPressure.Set(pressure)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	before := c.state
+	switch {
+	case hard >= 1:
+		c.state, c.why = Shedding, hardWhy
+		c.rate = c.cfg.MinRate
+		c.calmSince = time.Time{}
+	case c.state == Shedding && pressure >= 1:
+		c.calmSince = time.Time{}
+	case c.state == Shedding:
+		if c.calmSince.IsZero() {
+			c.calmSince = now
+		}
+		if now.Sub(c.calmSince) >= c.cfg.RecoverAfter {
+			c.state, c.why = Throttling, "recovering"
+		}
+	case pressure >= 1:
+		c.state, c.why = Throttling, why
+		c.rate = max(c.rate*0.7, c.cfg.MinRate)
+	default:
+		c.rate = min(c.rate+c.cfg.MaxRate/20, c.cfg.MaxRate)
+		if c.rate >= c.cfg.MaxRate {
+			c.state, c.why = Calm, ""
+		}
+	}
+	if c.state != before {
+		c.log.Warn("admission "+c.state.String(), "was", before.String(), "why", c.why,
+			"rate", math.Round(c.rate), "sched_p99", s.SchedP99, "heap_share", math.Round(s.HeapShare*100)/100, "goroutines", s.Goroutines)
+	}
+}
+
+// pressure is the largest signal over its soft (or hard) bound, and which.
+func (c *Controller) pressure(s Signals, hard bool) (float64, string) {
+	sched, heap := c.cfg.SchedSoft, c.cfg.HeapSoft
+	if hard {
+		sched, heap = c.cfg.SchedHard, c.cfg.HeapHard
+	}
+	p, why := float64(s.SchedP99)/float64(sched), fmt.Sprintf("scheduler latency p99 %v", s.SchedP99)
+	if s.HeapShare > 0 {
+		if h := s.HeapShare / heap; h > p {
+			p, why = h, fmt.Sprintf("heap at %.0f%% of the memory limit", s.HeapShare*100)
+		}
+	}
+	if c.cfg.Goroutines > 0 {
+		lim := float64(c.cfg.Goroutines)
+		if hard {
+			lim *= 2
+		}
+		if g := float64(s.Goroutines) / lim; g > p {
+			p, why = g, fmt.Sprintf("%d goroutines", s.Goroutines)
+		}
+	}
+	return p, why
+}
+
+// Admit asks for one admission of kind ("session" or "api"). It returns
+// nil, or an error saying why not (overloaded or throttled).
+func (c *Controller) Admit(kind string) error {
+	now := time.Now()
+	c.mu.Lock()
+	if c.state == Shedding {
+		why := c.why
+		c.mu.Unlock()
+		c.mShed.WithLabelValues("shedding").Inc()
+		return fmt.Errorf("overloaded, shedding load: %s", why)
+	}
+	if c.state == Calm { // no limit while calm: the rate only binds under pressure
+		c.mu.Unlock()
+		c.mAdmitted.WithLabelValues(kind).Inc()
+		return nil
+	}
+	if !c.tokensAt.IsZero() {
+		c.tokens = min(c.tokens+now.Sub(c.tokensAt).Seconds()*c.rate, max(c.rate/4, 1))
+	}
+	c.tokensAt = now
+	if c.tokens < 1 {
+		rate := c.rate
+		c.mu.Unlock()
+		c.mShed.WithLabelValues("throttled").Inc()
+		return fmt.Errorf("overloaded, admitting %.0f/s", rate)
+	}
+	c.tokens--
+	c.mu.Unlock()
+	c.mAdmitted.WithLabelValues(kind).Inc()
+	return nil
+}
+
+// Ready is nil unless the controller sheds: then readiness should fail so
+// a load balancer sends traffic elsewhere.
+func (c *Controller) Ready() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == Shedding {
+		return fmt.Errorf("shedding load: %s", c.why)
+	}
+	return nil
+}
+
+// State says where the controller is, and why.
+func (c *Controller) State() (State, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state, c.why
+}

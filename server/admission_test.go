@@ -1,0 +1,54 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/spindlehq/spindle/gateway"
+	"github.com/spindlehq/spindle/guard/admission"
+)
+
+// Shedding refuses new sessions and API calls with 503 and Retry-After and
+// turns readiness off, while an established session keeps receiving; after
+// calm it admits again.
+func TestAdmissionSheds(t *testing.T) {
+	srv := startServer(t, nil)
+	c := dial(t, srv, nil)
+	c.connect(token(t, "1", time.Hour))
+	c.cmd("subscribe", map[string]any{"channel": "news"})
+
+	now := time.Now()
+	srv.Admission().Observe(now, admission.Signals{SchedP99: time.Second})
+	if _, resp, err := websocketDial(srv, nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("upgrade while shedding: %v %v", err, resp)
+	}
+	code, _ := api(t, srv, "key", "info", map[string]any{})
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("API call while shedding: %d", code)
+	}
+	if st := adminStatus(t, srv, "/readyz"); st != http.StatusServiceUnavailable {
+		t.Fatalf("readyz %d while shedding", st)
+	}
+	if _, err := srv.Node.Publish(context.Background(), "news", json.RawMessage(`{"still":true}`), gateway.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := c.nextPush(3 * time.Second); !ok || p.Pub == nil {
+		t.Fatal("the established session stopped receiving while shedding")
+	}
+	for i := 1; i <= 100; i++ { // calm: past the 2 s of hysteresis, then back to full rate
+		srv.Admission().Observe(now.Add(time.Duration(i)*250*time.Millisecond), admission.Signals{})
+	}
+	if st, _ := srv.Admission().State(); st != admission.Calm {
+		t.Fatalf("state %v after calm", st)
+	}
+	dial(t, srv, nil).connect(token(t, "2", time.Hour))
+	if code, _ := api(t, srv, "key", "info", map[string]any{}); code != 200 {
+		t.Fatalf("API after recovery: %d", code)
+	}
+	if v := metricValue(t, srv, "spindle_admission_shed_total"); v < 2 {
+		t.Fatalf("shed counted %v", v)
+	}
+}
