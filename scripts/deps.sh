@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine: Node's packages for the
-# interop tests, and Debian packages (redis-server, chromium) when missing.
+# interop tests, and Debian packages (redis-server, chromium, the Python
+# packages of the Autobahn|Testsuite client) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,11 @@ apt_wait() {
 need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The Autobahn|Testsuite fuzzing client that scripts/autobahn.sh runs.
+for p in python3-autobahn python3-twisted python3-jinja2 python3-openssl python3-service-identity python3-txaio; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
 if ((${#need_apt[@]})); then
 	echo "deps: installing ${need_apt[*]} from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive

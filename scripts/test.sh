@@ -28,4 +28,7 @@ if ((${#race_pkgs[@]})); then
 	go test -race -count=1 -timeout 12m "${race_pkgs[@]}" || status=$?
 fi
 go test -count=1 -timeout 12m "${plain[@]}" || status=$?
+# The transport's WebSocket conformance: a quick part of the Autobahn|Testsuite
+# (about 10 s); the full run is scripts/autobahn.sh, see docs/conformance.md.
+bash scripts/autobahn.sh --quick || status=$?
 exit $status

@@ -20,8 +20,13 @@ import (
 // Close queues a close frame with code and reason and closes the socket
 // when it has been written, or resets it after the close grace.
 func (c *Conn) Close(code int, reason string) {
+	c.closeWith(CloseFrame(code, reason))
+}
+
+// closeWith is Close with the close frame given.
+func (c *Conn) closeWith(frame []byte) {
 	c.closeOnce.Do(func() {
-		_ = c.Write(CloseFrame(code, reason))
+		_ = c.Write(frame)
 		c.closing.Store(true)
 		if c.flushed() {
 			c.end(false)

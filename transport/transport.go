@@ -75,9 +75,13 @@ type Server struct {
 	upgrader *websocket.Upgrader
 	door     *frontDoor // set by Start
 	closer   *closer    // closes connections whose close frame went out
+	oh       OpHandler  // h, when it implements OpHandler
 	// raceHandOff is set in race builds only (race.go).
 	raceHandOff func()
 	log         *slog.Logger
+	// upgrading is read-locked by each upgrade in flight, from before nbio
+	// writes the 101 until the Conn is attached to it (see onData).
+	upgrading sync.RWMutex
 }
 
 // Conn is one WebSocket connection. Write and Close are safe for concurrent use.
@@ -95,6 +99,7 @@ type Conn struct {
 	endOnce   sync.Once   // the socket is closed once, flushed or reset
 	endTimer  atomic.Pointer[time.Timer]
 	srv       *Server
+	rx        rxState // the frame check's, on the event loop only (recv.go)
 }
 
 var monoStart = time.Now()
@@ -130,23 +135,19 @@ func New(cfg Config, h Handler) (*Server, error) {
 		cfg.CloseGrace = 3 * time.Second
 	}
 	s := &Server{cfg: cfg, h: h, log: cfg.Logger, closer: newCloser()}
+	s.oh, _ = h.(OpHandler)
 	useNbioLogger(cfg.Logger)
 
 	u := websocket.NewUpgrader()
-	u.MessageLengthLimit = cfg.MaxMessageSize
+	u.MessageLengthLimit = 0 // no limit in nbio: the frame check (recv.go) enforces MaxMessageSize, in order
 	u.KeepaliveTime = cfg.IdleTimeout
 	u.CheckOrigin = cfg.CheckOrigin
 	if u.CheckOrigin == nil {
 		u.CheckOrigin = func(*http.Request) bool { return true }
 	}
-	oh, _ := h.(OpHandler)
 	u.OnMessage(func(ws *websocket.Conn, mt websocket.MessageType, data []byte) {
 		if c, ok := ws.Session().(*Conn); ok {
-			if oh != nil {
-				oh.OnMessageOp(c, byte(mt), data)
-			} else {
-				h.OnMessage(c, data)
-			}
+			s.deliver(c, byte(mt), data)
 		}
 	})
 	u.OnClose(func(ws *websocket.Conn, err error) {
@@ -160,16 +161,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 			_ = c.Write(AppendFrame(nil, OpPong, []byte(data)))
 		}
 	})
-	u.SetCloseHandler(func(ws *websocket.Conn, code int, text string) {
-		if c, ok := ws.Session().(*Conn); ok {
-			c.closing.Store(true)
-			if code == 1005 || code == 0 {
-				_ = c.Write(AppendFrame(nil, OpClose, nil))
-			} else {
-				_ = c.Write(CloseFrame(code, text))
-			}
-		}
-	})
+	// Close frames never reach nbio: the frame check answers them (recv.go).
 	s.upgrader = u
 
 	// The event loop listens on nothing: the front door hands it the
@@ -191,6 +183,10 @@ func New(cfg Config, h Handler) (*Server, error) {
 		ReleaseWebsocketPayload: true,
 		MessageHandlerPoolSize:  runtime.GOMAXPROCS(0) * 256,
 	})
+	// The frame check sees every byte of a session first (onData), and
+	// has validated each text message and close reason before nbio has it.
+	s.engine.Engine.OnData(s.onData)
+	s.engine.CheckUtf8 = func([]byte) bool { return true }
 	if raceHooks != nil {
 		s.raceHandOff = raceHooks(s.engine)
 	}
@@ -284,18 +280,26 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.upgrading.RLock()
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.upgrading.RUnlock()
 		release()
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	if s.door != nil {
-		s.door.gate.settle(r.RemoteAddr) // a session now: the gateway's limit holds it
+	if testHookUpgraded != nil {
+		testHookUpgraded()
 	}
 	c := &Conn{ws: ws, srv: s} // the request is not kept: a connection costs its header maps otherwise
 	c.progress.Store(Mono())
+	c.rx.attached.Store(true)
 	ws.SetSession(c)
+	s.upgrading.RUnlock()
+	if s.door != nil {
+		s.door.gate.settle(r.RemoteAddr) // a session now: the gateway's limit holds it
+	}
+	// Messages run on this connection's executor too, after this returns.
 	s.h.OnOpen(c)
 }
 
@@ -335,6 +339,10 @@ func (c *Conn) LastProgress() int64 { return c.progress.Load() }
 
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+
+// testHookUpgraded, set by tests only, runs between nbio's 101 and the
+// Conn being attached.
+var testHookUpgraded func()
 
 // raceHooks is set in race builds only, see race.go; it returns what the
 // front door calls before handing a connection to the event loop.
