@@ -20,7 +20,9 @@ import (
 	"github.com/spindlehq/spindle/admin"
 	"github.com/spindlehq/spindle/api"
 	"github.com/spindlehq/spindle/auth"
+	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/broker/memory"
+	redisbroker "github.com/spindlehq/spindle/broker/redis"
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
 	"github.com/spindlehq/spindle/guard/admission"
@@ -42,12 +44,13 @@ type Server struct {
 	Node      *gateway.Node
 	Registry  *prometheus.Registry
 
-	log   *slog.Logger
-	api   *api.Handler
-	tr    *transport.Server
-	admin *admin.Server // nil when the admin listener is disabled
-	watch *watchdog.Watchdog
-	adm   *admission.Controller
+	log        *slog.Logger
+	api        *api.Handler
+	tr         *transport.Server
+	admin      *admin.Server // nil when the admin listener is disabled
+	readyCheck func() error  // ready, then the broker's health (Redis reachable)
+	watch      *watchdog.Watchdog
+	adm        *admission.Controller
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -100,15 +103,17 @@ func New(cfg config.Config, o Options) (*Server, error) {
 
 	admission.SetMemoryLimit(0) // GOMEMLIMIT, or 90% of the container's limit
 	s.adm = admission.New(admission.Config{Logger: o.Logger, Registry: s.Registry})
-	mem := memory.New()
+	br, pm, brokerReady := newBroker(cfg)
 	s.Node, err = gateway.New(gateway.FromConfig(cfg), gateway.Options{
-		Broker: mem, Presence: mem, Verifier: verifier,
+		Broker: br, Presence: pm, Verifier: verifier,
 		Logger: o.Logger, Registry: s.Registry, Version: o.Version,
 		Admission: s.adm.Admit,
 	})
 	if err != nil {
+		_ = br.Close()
 		return nil, err
 	}
+	s.readyCheck = firstError(s.ready, brokerReady)
 	s.api = api.New(s.Node, api.Config{Admit: func() error { return s.adm.Admit("api") }, Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch, MaxBodySize: int64(cfg.APIMaxBodySize)}, o.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
@@ -187,10 +192,40 @@ func (s *Server) Start() error {
 			s.adm.Stop()
 			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
-		s.admin.SetReadyCheck(s.ready)
+		s.admin.SetReadyCheck(s.readyCheck)
 		s.admin.SetReady(true)
 	}
 	return nil
+}
+
+// newBroker builds the broker cfg.Broker names, and its readiness check
+// (nil for memory).
+func newBroker(cfg config.Config) (broker.Broker, broker.PresenceManager, func() error) {
+	if cfg.Broker == "redis" {
+		r := redisbroker.New(redisbroker.Options{
+			Address: cfg.RedisAddress, Username: cfg.RedisUsername, Password: cfg.RedisPassword,
+			DB: cfg.RedisDB, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout.D(),
+		})
+		return r, r, r.Healthy
+	}
+	m := memory.New()
+	return m, m, nil
+}
+
+// firstError is a check that runs checks in order and returns the first
+// error; nil checks are skipped.
+func firstError(checks ...func() error) func() error {
+	return func() error {
+		for _, c := range checks {
+			if c == nil {
+				continue
+			}
+			if err := c(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // Run builds a server from cfg and starts it: New then Start.
