@@ -66,6 +66,7 @@ const (
 	maxLabelSets  = 20 // distinct label sets counted per group
 	maxSampleIDs  = 5  // goroutine ids remembered per group
 	maxCreatorIDs = 16 // distinct creator ids remembered per group
+	maxLocks      = 64 // distinct lock receivers remembered per group
 )
 
 type agg struct {
@@ -84,6 +85,9 @@ type agg struct {
 	labelOther            int
 	ids                   []int64
 	creators              map[int64]int
+	noWait                bool                // members come from a format without wait times
+	locks                 map[uint64]struct{} // distinct lock receivers (at most maxLocks)
+	lockMore              bool                // more than maxLocks receivers
 }
 
 // idRun records that goroutines first..first+n-1 belong to one group.
@@ -188,7 +192,7 @@ func (a *Analyzer) Add(g *Goroutine) {
 		x := &agg{
 			state: g.State, inferred: g.StateInferred, leakedKey: g.Leaked,
 			frames: append([]Frame(nil), g.Frames...), createdBy: g.CreatedBy,
-			elided: g.Elided, first: g.Line, waitMin: g.WaitMinutes,
+			elided: g.Elided, first: g.Line, waitMin: g.WaitMinutes, noWait: g.NoWaitInfo,
 		}
 		if a.mode == Loose {
 			for i := range x.frames {
@@ -211,10 +215,25 @@ func (a *Analyzer) Add(g *Goroutine) {
 	w := g.WaitMinutes
 	x.waitMin = min(x.waitMin, w)
 	x.waitMax = max(x.waitMax, w)
-	for b := range WaitBuckets {
-		if w < WaitBuckets[b].Below {
-			x.buckets[b] += n
-			break
+	if !g.NoWaitInfo {
+		x.noWait = false
+		for b := range WaitBuckets {
+			if w < WaitBuckets[b].Below {
+				x.buckets[b] += n
+				break
+			}
+		}
+	}
+	if g.LockAddr != 0 {
+		if _, ok := x.locks[g.LockAddr]; !ok {
+			if len(x.locks) < maxLocks {
+				if x.locks == nil {
+					x.locks = make(map[uint64]struct{})
+				}
+				x.locks[g.LockAddr] = struct{}{}
+			} else {
+				x.lockMore = true
+			}
 		}
 	}
 	if len(g.Labels) > 0 {
@@ -265,31 +284,47 @@ func labelString(ls []Label) string {
 
 // Group is a set of goroutines with the same stack and state.
 type Group struct {
-	ID              int          `json:"id"` // rank, 1 = largest
-	Count           int          `json:"count"`
-	State           string       `json:"state"`
-	StateInferred   bool         `json:"state_inferred,omitempty"`
-	Leaked          int          `json:"leaked,omitempty"`
-	LockedToThread  int          `json:"locked_to_thread,omitempty"`
-	TopFunction     string       `json:"top_function"`
-	TopFile         string       `json:"top_file"`
-	TopLine         int          `json:"top_line"`
-	CreatedBy       string       `json:"created_by"`
-	CreatedByFile   string       `json:"created_by_file,omitempty"`
-	CreatedByLine   int          `json:"created_by_line,omitempty"`
-	CreatorGroups   []int        `json:"creator_groups,omitempty"`
-	WaitMinutesMin  int          `json:"wait_minutes_min"`
-	WaitMinutesMax  int          `json:"wait_minutes_max"`
-	Wait            []WaitCount  `json:"wait_distribution"`
-	Labels          []LabelCount `json:"labels,omitempty"`
-	Stack           []Frame      `json:"stack"`
-	ElidedFrames    int          `json:"elided_frames,omitempty"`
-	SampleIDs       []int64      `json:"sample_ids,omitempty"`
-	Blocking        string       `json:"blocking,omitempty"` // kind, e.g. "chan-send"
-	Description     string       `json:"description,omitempty"`
-	Signature       string       `json:"signature"` // stable across dumps and formats, see Signature
-	FirstLine       int          `json:"first_line"`
+	ID             int          `json:"id"` // rank, 1 = largest
+	Count          int          `json:"count"`
+	State          string       `json:"state"`
+	StateInferred  bool         `json:"state_inferred,omitempty"`
+	Leaked         int          `json:"leaked,omitempty"`
+	LockedToThread int          `json:"locked_to_thread,omitempty"`
+	TopFunction    string       `json:"top_function"`
+	TopFile        string       `json:"top_file"`
+	TopLine        int          `json:"top_line"`
+	CreatedBy      string       `json:"created_by"`
+	CreatedByFile  string       `json:"created_by_file,omitempty"`
+	CreatedByLine  int          `json:"created_by_line,omitempty"`
+	CreatorGroups  []int        `json:"creator_groups,omitempty"`
+	WaitMinutesMin int          `json:"wait_minutes_min"`
+	WaitMinutesMax int          `json:"wait_minutes_max"`
+	Wait           []WaitCount  `json:"wait_distribution"`
+	Labels         []LabelCount `json:"labels,omitempty"`
+	Stack          []Frame      `json:"stack"`
+	ElidedFrames   int          `json:"elided_frames,omitempty"`
+	SampleIDs      []int64      `json:"sample_ids,omitempty"`
+	Blocking       string       `json:"blocking,omitempty"` // kind, e.g. "chan-send"
+	Description    string       `json:"description,omitempty"`
+	Signature      string       `json:"signature"` // stable across dumps and formats, see Signature
+	FirstLine      int          `json:"first_line"`
+	// WaitUnknown: the format carries no wait times (pprof debug=1), so
+	// wait_minutes_* are 0 and wait_distribution is empty without meaning "<1m".
+	WaitUnknown bool `json:"wait_unknown,omitempty"`
+	// Locks is the number of distinct lock receivers (sync.(*Mutex).Lock
+	// first argument) among the members, 0 when the dump does not show them;
+	// LockReceivers lists up to 10 of them.
+	Locks         int      `json:"locks,omitempty"`
+	LockReceivers []string `json:"lock_receivers,omitempty"`
+	// LikelyHolders are groups that may hold the lock this group waits for:
+	// the same function in another state, or a receiver seen in their stack.
+	LikelyHolders []int `json:"likely_holders,omitempty"`
+	// PerConnection is the id of the group of goroutines reading from the
+	// network whose count this group matches: one goroutine per open
+	// connection, not a leak. 0 if none.
+	PerConnection   int `json:"per_connection_of,omitempty"`
 	creatorIDCounts map[int64]int
+	lockSet         map[uint64]struct{}
 }
 
 // WaitCount is one bucket of a group's wait-duration distribution.
@@ -330,6 +365,27 @@ type Suspect struct {
 	Reason         string  `json:"reason"`
 }
 
+// Truncation says that a dump is cut short and what is known of the rest.
+type Truncation struct {
+	Reason string `json:"reason"`
+	Bytes  int64  `json:"bytes"`
+	// TrueTotal is the goroutine count of a debug=1 profile fetched from the
+	// same URL (0 if not fetched); Missing = TrueTotal - total.
+	TrueTotal int `json:"true_total,omitempty"`
+	Missing   int `json:"missing,omitempty"`
+}
+
+// PerConnGroup is a group explained as one goroutine per open connection.
+type PerConnGroup struct {
+	Group       int    `json:"group"`
+	Count       int    `json:"count"`
+	TopFunction string `json:"top_function"`
+	State       string `json:"state"`
+	Readers     int    `json:"readers_group"` // the group blocked reading from the network
+	Connections int    `json:"connections"`
+	Text        string `json:"text"`
+}
+
 // Report is the analysis of one dump. Its JSON form is the documented
 // `spindle goroutines analyze --json` schema.
 type Report struct {
@@ -349,6 +405,16 @@ type Report struct {
 	Lines         int            `json:"lines"`
 	SkippedLines  int            `json:"skipped_lines"`
 	Skipped       []SkippedLine  `json:"skipped,omitempty"`
+	Bytes         int64          `json:"bytes"`
+	// Truncated is set when the dump is cut short (runtime 64 MiB limit,
+	// last goroutine cut mid-stack).
+	Truncated *Truncation `json:"truncated,omitempty"`
+	// Partial is set when reading the input failed midway (corrupt gzip,
+	// stalled or broken HTTP body); PartialReason is the error.
+	Partial       bool           `json:"partial,omitempty"`
+	PartialReason string         `json:"partial_reason,omitempty"`
+	RunningTests  []string       `json:"running_tests,omitempty"`
+	PerConnection []PerConnGroup `json:"per_connection,omitempty"`
 }
 
 // Report builds the report from everything added so far; d may be nil.
@@ -361,6 +427,10 @@ func (a *Analyzer) Report(d *Dump) *Report {
 	if d != nil {
 		r.Format, r.Profile, r.DeclaredTotal = d.Format, d.Profile, d.DeclaredTotal
 		r.Reason, r.Lines, r.SkippedLines, r.Skipped = d.Reason, d.Lines, d.SkippedLines, d.Skipped
+		r.Bytes, r.RunningTests = d.Bytes, d.RunningTests
+		if d.Truncated != "" {
+			r.Truncated = &Truncation{Reason: d.Truncated, Bytes: d.Bytes}
+		}
 		if !d.Time.IsZero() {
 			t := d.Time
 			r.Time = &t
@@ -387,6 +457,8 @@ func (a *Analyzer) Report(d *Dump) *Report {
 		r.Groups = append(r.Groups, x.group(rank[gi]))
 	}
 	a.resolveCreators(r, rank)
+	r.PerConnection = perConnection(r.Groups)
+	lockHolders(r.Groups)
 	r.Patterns = patterns(r.Groups)
 	r.Suspects = suspects(r.Groups)
 	return r
@@ -401,7 +473,20 @@ func (x *agg) group(id int) Group {
 		WaitMinutesMin: x.waitMin, WaitMinutesMax: x.waitMax,
 		Stack: x.frames, ElidedFrames: x.elided, SampleIDs: x.ids, FirstLine: x.first,
 		Signature:       Signature(x.state, x.leakedKey, x.frames),
-		creatorIDCounts: x.creators,
+		creatorIDCounts: x.creators, WaitUnknown: x.noWait, lockSet: x.locks,
+	}
+	if len(x.locks) > 0 {
+		g.Locks = len(x.locks)
+		if x.lockMore {
+			g.Locks = maxLocks + 1
+		}
+		for a := range x.locks {
+			g.LockReceivers = append(g.LockReceivers, "0x"+strconv.FormatUint(a, 16))
+		}
+		sort.Strings(g.LockReceivers)
+		if len(g.LockReceivers) > 10 {
+			g.LockReceivers = g.LockReceivers[:10]
+		}
 	}
 	if g.Stack == nil {
 		g.Stack = []Frame{}
@@ -411,7 +496,7 @@ func (x *agg) group(id int) Group {
 		g.TopFunction, g.TopFile, g.TopLine = f.Function, f.File, f.Line
 	}
 	for b, n := range x.buckets {
-		if n > 0 {
+		if n > 0 && !x.noWait {
 			g.Wait = append(g.Wait, WaitCount{WaitBuckets[b].Label, n})
 		}
 	}
@@ -429,7 +514,7 @@ func (x *agg) group(id int) Group {
 	})
 	g.Blocking = blockingKind(x.state, x.frames)
 	if g.Blocking != kindNone {
-		g.Description = describe(g.Blocking, g.Count, x.frames) + " in " + g.TopFunction + " at " + location(g.TopFile, g.TopLine) + waitWords(g.WaitMinutesMin, g.WaitMinutesMax)
+		g.Description = describe(g.Blocking, g.Count, x.frames, g.Locks) + " in " + g.TopFunction + " at " + location(g.TopFile, g.TopLine) + waitWords(g.WaitMinutesMin, g.WaitMinutesMax)
 	}
 	return g
 }
@@ -525,6 +610,8 @@ func patterns(groups []Group) []Pattern {
 	}
 	idx := map[site]int{}
 	var out []Pattern
+	var locks []map[uint64]struct{}
+	var lockMore []bool
 	for _, g := range groups {
 		if g.Blocking == kindNone {
 			continue
@@ -535,7 +622,13 @@ func patterns(groups []Group) []Pattern {
 			i = len(out)
 			idx[s] = i
 			out = append(out, Pattern{Kind: s.kind, Function: s.fn, File: s.file, Line: s.line, WaitMinutesMin: g.WaitMinutesMin})
+			locks = append(locks, map[uint64]struct{}{})
+			lockMore = append(lockMore, false)
 		}
+		for a := range g.lockSet {
+			locks[i][a] = struct{}{}
+		}
+		lockMore[i] = lockMore[i] || g.Locks > maxLocks
 		p := &out[i]
 		p.Count += g.Count
 		p.Groups = append(p.Groups, g.ID)
@@ -548,7 +641,11 @@ func patterns(groups []Group) []Pattern {
 		if id := p.Groups[0]; id >= 1 && id <= len(groups) && groups[id-1].ID == id {
 			frames = groups[id-1].Stack // ids are ranks: group id sits at index id-1
 		}
-		p.Text = describe(p.Kind, p.Count, frames) + " in " + p.Function + " at " + location(p.File, p.Line) + waitWords(p.WaitMinutesMin, p.WaitMinutesMax)
+		n := len(locks[i])
+		if lockMore[i] {
+			n = max(n, maxLocks+1)
+		}
+		p.Text = describe(p.Kind, p.Count, frames, n) + " in " + p.Function + " at " + location(p.File, p.Line) + waitWords(p.WaitMinutesMin, p.WaitMinutesMax)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Count > out[j].Count })
 	if out == nil {
@@ -566,7 +663,7 @@ func suspects(groups []Group) []Suspect {
 		if g.Leaked > 0 {
 			w = max(w, 1) * 10
 		}
-		if w == 0 {
+		if w == 0 || (g.PerConnection != 0 && g.Leaked == 0) {
 			continue
 		}
 		user := len(g.Stack) > 0 && !IsStdlib(Frame{Function: g.TopFunction, File: g.TopFile})
@@ -611,4 +708,108 @@ func Analyze(r io.Reader, opts Options) (*Report, error) {
 		return rep, fmt.Errorf("analyzing goroutine dump: %w", err)
 	}
 	return rep, nil
+}
+
+// perConnection marks groups that exist once per open connection: groups
+// blocked reading from the network ("readers") give the number of open
+// connections; another blocked group whose count matches a reader group's
+// (exactly, or within 1% for 100 and more) is the other half of a
+// reader/writer pair, not a leak.
+func perConnection(groups []Group) []PerConnGroup {
+	type reader struct{ id, count int }
+	var readers []reader
+	total := 0
+	for _, g := range groups {
+		if g.Blocking == kindNetIO && netVerb(g.Stack) == "waiting to read from the network" && g.Count >= 3 {
+			readers = append(readers, reader{g.ID, g.Count})
+			total += g.Count
+		}
+	}
+	if len(readers) == 0 {
+		return nil
+	}
+	if len(readers) > 1 {
+		readers = append(readers, reader{readers[0].id, total})
+	}
+	var out []PerConnGroup
+	for i := range groups {
+		g := &groups[i]
+		if g.Blocking == kindNone || g.Blocking == kindNetIO || g.Leaked > 0 {
+			continue
+		}
+		for _, rd := range readers {
+			if g.ID == rd.id {
+				continue
+			}
+			d := g.Count - rd.count
+			if d < 0 {
+				d = -d
+			}
+			if d > rd.count/100 {
+				continue
+			}
+			g.PerConnection = rd.id
+			conns := "connection"
+			if rd.count != 1 {
+				conns = "connections"
+			}
+			text := commas(g.Count) + " goroutines per open connection (" + commas(rd.count) + " " + conns +
+				" reading from the network in group #" + itoa(rd.id) + "): " + g.TopFunction + " [" + g.State + "], not a leak"
+			g.Description = text
+			out = append(out, PerConnGroup{
+				Group: g.ID, Count: g.Count, TopFunction: g.TopFunction, State: g.State,
+				Readers: rd.id, Connections: rd.count, Text: text,
+			})
+			break
+		}
+	}
+	return out
+}
+
+// commas writes n with thousands separators: 3,000.
+func commas(n int) string {
+	s := itoa(n)
+	if n < 0 {
+		return "-" + commas(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// lockHolders points from groups waiting for a lock to groups that may hold
+// it: goroutines in the same top function but not waiting for the lock
+// (they got past Lock), or holding one of the awaited receivers as a lock
+// receiver in a different state.
+func lockHolders(groups []Group) {
+	for i := range groups {
+		g := &groups[i]
+		if g.Blocking != kindMutex && g.Blocking != kindRWMutex {
+			continue
+		}
+		for j := range groups {
+			h := &groups[j]
+			if i == j || h.Blocking == kindMutex || h.Blocking == kindRWMutex {
+				continue
+			}
+			if h.TopFunction == g.TopFunction && h.TopFile == g.TopFile {
+				g.LikelyHolders = append(g.LikelyHolders, h.ID)
+			}
+		}
+		if len(g.LikelyHolders) > 0 {
+			g.Description += "; likely held by " + groupIDs(g.LikelyHolders) + " (same function, past the Lock)"
+		}
+	}
+}
+
+func groupIDs(ids []int) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("group #" + itoa(id))
+	}
+	return b.String()
 }

@@ -63,6 +63,8 @@ type Goroutine struct {
 	CreatorID     int64   // "in goroutine N"; 0 if not printed
 	Labels        []Label // pprof labels, in printed order
 	Line          int     // 1-based input line where the goroutine starts
+	NoWaitInfo    bool    // the format carries no wait durations (pprof debug=1)
+	LockAddr      uint64  // receiver of the innermost sync.(*Mutex|RWMutex).Lock/RLock frame, 0 if none or unknown
 }
 
 // Clone returns a deep copy that stays valid after the parser moves on.
@@ -94,7 +96,17 @@ type Dump struct {
 	Lines         int           // lines read
 	SkippedLines  int           // lines that could not be used
 	Skipped       []SkippedLine // the first skipped lines (at most 100)
+	Bytes         int64         // input bytes read (after gzip)
+	RunningTests  []string      // "running tests:" of a go test -timeout panic
+	// Truncated says why the dump is known to be cut short ("" if not): the
+	// last goroutine ends mid-stack, or the size is the runtime's 64 MiB
+	// debug=2 limit. Set when the input has been read to its end.
+	Truncated string
 }
+
+// DebugLimit is the size at which the runtime cuts pprof debug=2 output
+// (runtime/pprof.writeGoroutineStacks gives up at 64 MiB).
+const DebugLimit = 64 << 20
 
 type section int
 
@@ -120,6 +132,8 @@ type Parser struct {
 	skipArgs bool
 	argBuf   []byte     // argument text of the goroutine being built
 	argSpans [][2]int32 // per frame: its arguments in argBuf
+	noNL     bool       // the last line read had no line ending
+	running  bool       // inside the "running tests:" list
 }
 
 // NewParser returns a parser reading from r. Gzip input must be unwrapped
@@ -158,8 +172,11 @@ func (p *Parser) Next() bool {
 				p.err = fmt.Errorf("reading dump at line %d: %w", p.d.Lines, err)
 			}
 			if line == nil {
+				p.truncation()
 				break
 			}
+			p.noNL = true
+			p.truncation()
 		}
 		if p.line(line) {
 			return true
@@ -199,8 +216,26 @@ func (p *Parser) readLine() ([]byte, error) {
 		return nil, err
 	}
 	p.d.Lines++
+	p.d.Bytes += int64(len(line))
 	line = bytes.TrimRight(line, "\r\n")
 	return line, err
+}
+
+// truncation runs at the end of the input, before the last goroutine is
+// finished: a goroutine without its closing location line, or a dump of
+// exactly the runtime's debug=2 size limit, was cut.
+func (p *Parser) truncation() {
+	if p.d.Truncated != "" {
+		return
+	}
+	midStack := p.sec == secGoroutine && (p.pendFn || p.noNL || (p.creator && p.cur.CreatedBy.File == ""))
+	atLimit := p.d.Format == FormatTraceback && p.d.Bytes > DebugLimit-(64<<10) && p.d.Bytes <= DebugLimit
+	switch {
+	case atLimit:
+		p.d.Truncated = fmt.Sprintf("dump is %d bytes, the runtime's 64 MiB debug=2 limit: goroutines after the cut are missing", p.d.Bytes)
+	case midStack:
+		p.d.Truncated = fmt.Sprintf("the last goroutine (line %d) is cut mid-stack", p.cur.Line)
+	}
 }
 
 func (p *Parser) skip(line []byte) {
@@ -241,10 +276,22 @@ func (p *Parser) finish() bool {
 // line handles one input line; it reports whether a goroutine is complete.
 func (p *Parser) line(b []byte) bool {
 	if len(b) == 0 {
+		p.running = false
 		return p.finish()
 	}
 	switch b[0] {
 	case '\t':
+		if p.sec == secNone {
+			// Go indents the lines of a multi-line panic value with a tab.
+			if bytes.Equal(bytes.TrimSpace(b), []byte("running tests:")) {
+				p.running = true
+				return false
+			}
+			if p.running {
+				p.runningTest(b[1:])
+				return false
+			}
+		}
 		p.location(b[1:])
 		return false
 	case ' ':
@@ -297,6 +344,11 @@ func (p *Parser) line(b []byte) bool {
 			return false
 		}
 	}
+	p.running = false
+	if p.sec == secNone && bytes.Equal(bytes.TrimSpace(b), []byte("running tests:")) {
+		p.running = true
+		return false
+	}
 	if bytes.Equal(b, []byte("runtime stack:")) {
 		done := p.finish() // system-stack frames follow; they belong to no goroutine
 		p.sec = secIgnore
@@ -342,6 +394,17 @@ func (p *Parser) known(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// runningTest keeps one "\tTestName (1s)" line of a go test timeout panic.
+func (p *Parser) runningTest(b []byte) {
+	b = bytes.TrimSpace(b)
+	if i := bytes.LastIndex(b, []byte(" (")); i > 0 && bytes.HasSuffix(b, []byte(")")) {
+		b = b[:i]
+	}
+	if len(b) > 0 && len(p.d.RunningTests) < maxReasonLines {
+		p.d.RunningTests = append(p.d.RunningTests, string(b))
+	}
 }
 
 func (p *Parser) reason(b []byte) {
@@ -446,6 +509,7 @@ func (p *Parser) startRecord(count []byte) {
 	g.Count = n
 	g.Line = p.d.Lines
 	g.Leaked = p.d.Profile == "goroutineleak"
+	g.NoWaitInfo = true
 	p.sec = secRecord
 	if p.d.Format == FormatUnknown {
 		p.d.Format = FormatDebug1
@@ -522,6 +586,9 @@ func (p *Parser) function(b []byte) bool {
 		return true
 	}
 	f := Frame{Function: p.str(name)}
+	if g.LockAddr == 0 && len(name) > 7 && (name[0] == 's' || name[0] == 'i') && bytes.Contains(name[:min(len(name), 16)], []byte("sync.(*")) {
+		g.LockAddr = lockReceiver(name, b[open+1:len(b)-1])
+	}
 	if !p.skipArgs {
 		// Argument values differ per goroutine: interning them would only
 		// grow the table. Inlined frames print "...", shared as a constant.
@@ -541,6 +608,25 @@ func (p *Parser) function(b []byte) bool {
 	g.Frames = append(g.Frames, f)
 	p.pendFn = true
 	return true
+}
+
+// lockReceiver returns the receiver value of a sync.(*Mutex).Lock,
+// (*RWMutex).Lock or RLock frame (its first argument), 0 if it is none.
+func lockReceiver(name, args []byte) uint64 {
+	switch string(name) {
+	case "sync.(*Mutex).Lock", "sync.(*Mutex).lockSlow", "internal/sync.(*Mutex).lockSlow", "internal/sync.(*Mutex).Lock",
+		"sync.(*RWMutex).Lock", "sync.(*RWMutex).RLock":
+	default:
+		return 0
+	}
+	if i := bytes.IndexAny(args, ",)"); i >= 0 {
+		args = args[:i]
+	}
+	args = bytes.TrimSpace(args)
+	if !bytes.HasPrefix(args, []byte("0x")) {
+		return 0
+	}
+	return parseHex(args[2:])
 }
 
 // createdBy handles "created by pkg.fn in goroutine 7".

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spindlehq/spindle/goroutines"
@@ -17,9 +19,9 @@ import (
 
 const goroutinesUsage = `usage: spindle goroutines <command> [flags] ...
 
-  analyze [--json] [--html FILE] [--group loose|exact] DUMP
+  analyze [--json] [--html FILE] [--group loose|exact] [--timeout 60s] [--allow-partial] DUMP
         group a goroutine dump and explain what is stuck, on what, since when
-  diff [--json] [--html FILE] [--interval DUR] BEFORE AFTER
+  diff [--json] [--html FILE] [--interval DUR] [--timeout 60s] [--allow-partial] BEFORE AFTER
         show which groups appeared, disappeared, grew or shrank
   watch [--every 10s] [--count N] [--json] URL
         poll a live /debug/pprof/goroutine endpoint and print growing groups
@@ -96,22 +98,48 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-var dumpClient = &http.Client{Timeout: 60 * time.Second}
+// inputFlags are the flags about reading dumps.
+type inputFlags struct {
+	timeout      *time.Duration
+	allowPartial *bool
+}
 
-// loadReport opens and analyzes one dump; a read error after some input is
-// reported as a warning so a truncated dump still gets analyzed.
-func loadReport(ctx context.Context, name string, mode goroutines.GroupMode, stderr io.Writer) (*goroutines.Report, error) {
-	src, err := goroutines.Open(ctx, name, dumpClient)
+func addInputFlags(fs *flag.FlagSet, partial bool) inputFlags {
+	in := inputFlags{timeout: fs.Duration("timeout", 60*time.Second, "HTTP timeout for fetching a dump from a URL, including reading the body")}
+	if partial {
+		in.allowPartial = fs.Bool("allow-partial", false, "exit 0 even when the input could only be read in part (corrupt gzip, broken HTTP body); the report says \"partial\": true either way")
+	}
+	return in
+}
+
+func (in inputFlags) client() *http.Client { return &http.Client{Timeout: *in.timeout} }
+
+// errPartial is returned (with the report) when the input was read in part.
+var errPartial = errors.New("partial input")
+
+// loadReport opens and analyzes one dump. A read error after some input
+// marks the report partial and is returned as errPartial with it.
+func loadReport(ctx context.Context, name string, mode goroutines.GroupMode, client *http.Client, stderr io.Writer) (*goroutines.Report, error) {
+	src, err := goroutines.Open(ctx, name, client)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
 	r, err := goroutines.Analyze(src, goroutines.Options{Mode: mode})
+	partial := false
 	if err != nil {
 		if r == nil || r.Total == 0 {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: %v (analyzed what was read)\n", name, err)
+		r.Partial, r.PartialReason = true, err.Error()
+		partial = true
+		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: partial input: %v (analyzed what was read)\n", name, err)
+	}
+	if r.Truncated != nil {
+		if isURL(name) {
+			trueTotal(ctx, name, client, r)
+		}
+		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: dump is truncated: %s\n", name, r.Truncated.Reason)
 	}
 	r.Source = src.Name
 	if r.Time == nil && !src.Time.IsZero() {
@@ -121,7 +149,46 @@ func loadReport(ctx context.Context, name string, mode goroutines.GroupMode, std
 	if r.Total == 0 {
 		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: no goroutines found (%d lines skipped)\n", name, r.SkippedLines)
 	}
+	if partial {
+		return r, errPartial
+	}
 	return r, nil
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// trueTotal fetches the debug=1 profile of a live URL whose debug=2 dump was
+// cut, for the real goroutine count.
+func trueTotal(ctx context.Context, name string, client *http.Client, r *goroutines.Report) {
+	u, err := url.Parse(name)
+	if err != nil {
+		return
+	}
+	q := u.Query()
+	q.Set("debug", "1")
+	u.RawQuery = q.Encode()
+	src, err := goroutines.Open(ctx, u.String(), client)
+	if err != nil {
+		return
+	}
+	defer src.Close()
+	d1, err := goroutines.Analyze(src, goroutines.Options{})
+	if err != nil || d1.Total == 0 {
+		return
+	}
+	r.Truncated.TrueTotal = max(d1.DeclaredTotal, d1.Total)
+	r.Truncated.Missing = max(0, r.Truncated.TrueTotal-r.Total)
+}
+
+// partialExit turns a loadReport result into an error unless partial input
+// is allowed.
+func partialOK(err error, in inputFlags) error {
+	if errors.Is(err, errPartial) && in.allowPartial != nil && *in.allowPartial {
+		return nil
+	}
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -146,6 +213,7 @@ func goroutinesAnalyze(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := newFlags("goroutines analyze", "[flags] DUMP", `Groups the goroutines of a dump and explains what is stuck, on what, since when.
 DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL.`)
 	out := addOutputFlags(fs, true)
+	in := addInputFlags(fs, true)
 	group := fs.String("group", "loose", "grouping: loose (ignore argument values and offsets) or exact")
 	pos, code, ok := parseFlags(fs, args, true, stdout, stderr)
 	if !ok {
@@ -165,9 +233,9 @@ DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL.`)
 		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
 		return 2
 	}
-	r, err := loadReport(ctx, pos[0], mode, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
+	r, loadErr := loadReport(ctx, pos[0], mode, in.client(), stderr)
+	if r == nil {
+		fmt.Fprintln(stderr, "spindle goroutines analyze:", loadErr)
 		return 1
 	}
 	if *out.html != "" {
@@ -185,6 +253,10 @@ DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL.`)
 		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
 		return 1
 	}
+	if err := partialOK(loadErr, in); err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines analyze: input was read only in part (the report says \"partial\": true); pass --allow-partial to exit 0")
+		return 1
+	}
 	return 0
 }
 
@@ -192,6 +264,7 @@ func goroutinesDiff(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlags("goroutines diff", "[flags] BEFORE AFTER", `Shows which groups of goroutines appeared, disappeared, grew or shrank between
 two dumps (files, gzip accepted, - for stdin, or http(s) pprof URLs).`)
 	out := addOutputFlags(fs, true)
+	in := addInputFlags(fs, true)
 	interval := fs.Duration("interval", 0, "time between the dumps, for growth per second (default: from timestamps in the dumps or fetch times of URLs)")
 	pos, code, ok := parseFlags(fs, args, true, stdout, stderr)
 	if !ok {
@@ -210,13 +283,13 @@ two dumps (files, gzip accepted, - for stdin, or http(s) pprof URLs).`)
 		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
 		return 2
 	}
-	before, err := loadReport(ctx, pos[0], goroutines.Loose, stderr)
-	if err != nil {
+	before, err := loadReport(ctx, pos[0], goroutines.Loose, in.client(), stderr)
+	if err = partialOK(err, in); err != nil {
 		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
 		return 1
 	}
-	after, err := loadReport(ctx, pos[1], goroutines.Loose, stderr)
-	if err != nil {
+	after, err := loadReport(ctx, pos[1], goroutines.Loose, in.client(), stderr)
+	if err = partialOK(err, in); err != nil {
 		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
 		return 1
 	}
@@ -242,6 +315,7 @@ two dumps (files, gzip accepted, - for stdin, or http(s) pprof URLs).`)
 func goroutinesWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("goroutines watch", "[flags] URL", `Polls a live /debug/pprof/goroutine endpoint and prints the groups that keep growing.`)
 	out := addOutputFlags(fs, false)
+	in := addInputFlags(fs, false)
 	every := fs.Duration("every", 10*time.Second, "polling interval")
 	count := fs.Int("count", 0, "stop after this many polls; 0 polls until interrupted")
 	streak := fs.Int("streak", 2, "consecutive growths before a group is reported as growing")
@@ -279,7 +353,7 @@ func goroutinesWatch(ctx context.Context, args []string, stdout, stderr io.Write
 			case <-tick.C:
 			}
 		}
-		r, err := loadReport(ctx, url, goroutines.Loose, io.Discard)
+		r, err := loadReport(ctx, url, goroutines.Loose, in.client(), io.Discard)
 		if err != nil {
 			if errors.Is(ctx.Err(), context.Canceled) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return 0
