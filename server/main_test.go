@@ -3,7 +3,6 @@ package server_test
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -20,8 +19,8 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	if binPath != "" {
-		_ = os.RemoveAll(filepath.Dir(binPath))
+	if builds.dir != "" {
+		_ = os.RemoveAll(builds.dir)
 	}
 	os.Exit(code)
 }

@@ -44,13 +44,13 @@ type Server struct {
 	Node      *gateway.Node
 	Registry  *prometheus.Registry
 
-	log        *slog.Logger
-	api        *api.Handler
-	tr         *transport.Server
-	admin      *admin.Server // nil when the admin listener is disabled
-	readyCheck func() error  // ready, then the broker's health (Redis reachable)
-	watch      *watchdog.Watchdog
-	adm        *admission.Controller
+	log      *slog.Logger
+	api      *api.Handler
+	tr       *transport.Server
+	admin    *admin.Server // nil when the admin listener is disabled
+	brokerOK func() error  // the broker's health (Redis reachable); nil for memory
+	watch    *watchdog.Watchdog
+	adm      *admission.Controller
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -103,7 +103,9 @@ func New(cfg config.Config, o Options) (*Server, error) {
 
 	admission.SetMemoryLimit(0) // GOMEMLIMIT, or 90% of the container's limit
 	s.adm = admission.New(admission.Config{Logger: o.Logger, Registry: s.Registry})
-	br, pm, brokerReady := newBroker(cfg)
+	var br broker.Broker
+	var pm broker.PresenceManager
+	br, pm, s.brokerOK = newBroker(cfg)
 	s.Node, err = gateway.New(gateway.FromConfig(cfg), gateway.Options{
 		Broker: br, Presence: pm, Verifier: verifier,
 		Logger: o.Logger, Registry: s.Registry, Version: o.Version,
@@ -113,7 +115,6 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		_ = br.Close()
 		return nil, err
 	}
-	s.readyCheck = firstError(s.ready, brokerReady)
 	s.api = api.New(s.Node, api.Config{Admit: func() error { return s.adm.Admit("api") }, Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch, MaxBodySize: int64(cfg.APIMaxBodySize)}, o.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
@@ -192,7 +193,7 @@ func (s *Server) Start() error {
 			s.adm.Stop()
 			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
-		s.admin.SetReadyCheck(s.readyCheck)
+		s.admin.SetReadyCheck(s.ready)
 		s.admin.SetReady(true)
 	}
 	return nil
@@ -210,22 +211,6 @@ func newBroker(cfg config.Config) (broker.Broker, broker.PresenceManager, func()
 	}
 	m := memory.New()
 	return m, m, nil
-}
-
-// firstError is a check that runs checks in order and returns the first
-// error; nil checks are skipped.
-func firstError(checks ...func() error) func() error {
-	return func() error {
-		for _, c := range checks {
-			if c == nil {
-				continue
-			}
-			if err := c(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 }
 
 // Run builds a server from cfg and starts it: New then Start.
@@ -288,13 +273,19 @@ func (s *Server) Close() error {
 	return err
 }
 
-// ready is the readiness check beside draining: not while the node is full
-// or admission sheds load.
+// ready is the readiness check beside draining: not while the node is
+// full, admission sheds load, or the broker is unreachable.
 func (s *Server) ready() error {
 	if err := s.Node.Full(); err != nil {
 		return err
 	}
-	return s.adm.Ready()
+	if err := s.adm.Ready(); err != nil {
+		return err
+	}
+	if s.brokerOK != nil {
+		return s.brokerOK()
+	}
+	return nil
 }
 
 // Admission is the server's admission controller.

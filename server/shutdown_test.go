@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,31 +20,38 @@ import (
 	"github.com/spindlehq/spindle/auth"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// builds holds the spindle binaries built by this test run, one per set of
+// build tags, in one folder that TestMain removes; mu guards it.
+var builds struct {
+	mu   sync.Mutex
+	dir  string
+	bins map[string]string
+}
 
 // spindleBinary builds cmd/spindle once per test run.
-func spindleBinary(t *testing.T) string {
+func spindleBinary(t *testing.T) string { return spindleBinaryTags(t, "") }
+
+// spindleBinaryTags builds cmd/spindle with build tags once per test run.
+func spindleBinaryTags(t *testing.T, tags string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if bin, ok := builds.bins[tags]; ok {
+		return bin
+	}
+	if builds.dir == "" {
 		dir, err := os.MkdirTemp("", "spindle-bin")
 		if err != nil {
-			buildErr = err
-			return
+			t.Fatal(err)
 		}
-		binPath = filepath.Join(dir, "spindle")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/spindle").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+		builds.dir, builds.bins = dir, map[string]string{}
 	}
-	return binPath
+	bin := filepath.Join(builds.dir, "spindle"+strings.ReplaceAll(tags, ",", "-"))
+	if out, err := exec.Command("go", "build", "-tags", tags, "-o", bin, "../cmd/spindle").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags %q: %v\n%s", tags, err, out)
+	}
+	builds.bins[tags] = bin
+	return bin
 }
 
 type proc struct {

@@ -3,11 +3,9 @@ package server_test
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -77,32 +75,11 @@ func TestSIGUSR2Captures(t *testing.T) {
 	}
 }
 
-var (
-	leakOnce sync.Once
-	leakBin  string
-	leakErr  error
-)
-
 // A spindle built with the leak switch (build tag leakinject) leaks at a
 // steady rate; the growth rule captures on its own within its window and
 // the capture's diff names the leaking function first, with its rate.
 func TestWatchdogCatchesAnInjectedLeak(t *testing.T) {
-	leakOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "spindle-leak")
-		if err != nil {
-			leakErr = err
-			return
-		}
-		leakBin = filepath.Join(dir, "spindle")
-		if out, err := exec.Command("go", "build", "-tags", "leakinject", "-o", leakBin, "../cmd/spindle").CombinedOutput(); err != nil {
-			leakErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if leakErr != nil {
-		t.Fatal(leakErr)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(leakBin)) })
+	leakBin := spindleBinaryTags(t, "leakinject")
 	t.Setenv("SPINDLE_TEST_LEAK_RATE", "100")
 	p := runServeBinary(t, leakBin, "--capture-dir", t.TempDir(),
 		"--watchdog-rules", "goroutines grow > 30/s over 3s", "--capture-cooldown", "1m")
