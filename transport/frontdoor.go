@@ -70,7 +70,6 @@ func newFrontDoor(s *Server, ln net.Listener) *frontDoor {
 		WriteTimeout:      apiWriteTimeout,
 		IdleTimeout:       s.cfg.APIIdleTimeout,
 		MaxHeaderBytes:    maxHead,
-		ErrorLog:          nil,
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if st == http.StateClosed || st == http.StateHijacked {
 				f.gate.leave(addrIP(c.RemoteAddr()))
