@@ -74,19 +74,16 @@ func (r Rule) holds(samples []sample) bool {
 		}
 		return true
 	}
-	// Growth: from the oldest sample within the window to now.
-	first := -1
-	for i := range samples {
-		if last.at.Sub(samples[i].at) <= r.Window {
-			first = i
-			break
+	// Growth: from the newest sample at least nine tenths of the window old
+	// to now. (Taking the oldest sample within the window instead missed
+	// every window when the ticker ran a little late: the sample a whole
+	// window back then fell just outside, and the next one was a second short.)
+	for i := len(samples) - 2; i >= 0; i-- {
+		if span := last.at.Sub(samples[i].at); span >= r.Window*9/10 {
+			return float64(last.n-samples[i].n)/span.Seconds() > r.PerSecond
 		}
 	}
-	if first < 0 || last.at.Sub(samples[first].at) < r.Window*9/10 {
-		return false // not a whole window of readings yet
-	}
-	secs := last.at.Sub(samples[first].at).Seconds()
-	return secs > 0 && float64(last.n-samples[first].n)/secs > r.PerSecond
+	return false // not a whole window of readings yet
 }
 
 // span is how far back the rule looks.

@@ -61,6 +61,15 @@ func TestRuleHolds(t *testing.T) {
 	if !grow.holds(series(100, 120, 140, 160, 180)) || grow.holds(series(100, 105, 110, 115, 120)) || grow.holds(series(100, 200)) {
 		t.Error("growth rule")
 	}
+	// A ticker a little late every time: each reading a whole window back
+	// is just past it; the rule must still see the window.
+	var late []sample
+	for i := range 6 {
+		late = append(late, sample{t0.Add(time.Duration(i) * (time.Second + time.Millisecond)), 100 + 20*i})
+	}
+	if !grow.holds(late) {
+		t.Error("growth rule with a late ticker")
+	}
 }
 
 // leaky blocks forever (until release) in a function the diff must name.
