@@ -138,6 +138,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 
 	srv, err := server.Run(cfg, server.Options{Logger: log, Version: version})
 	if err != nil {
@@ -159,10 +162,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	log.Info("serving", "listen", srv.Addr(), "max_connections", srv.Node.MaxConnections())
 
-	// SIGUSR2: a capture (goroutine dump, heap and CPU profiles) while serving on.
-	usr2 := make(chan os.Signal, 1)
-	signal.Notify(usr2, syscall.SIGUSR2)
-	defer signal.Stop(usr2)
+	// SIGUSR2 (registered before the server starts, so one sent as soon as
+	// the banner is out is kept): a capture while serving on.
 	captured := make(chan struct{})
 	defer close(captured)
 	go func() {
