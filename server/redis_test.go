@@ -71,9 +71,16 @@ func TestTwoNodesOnRedis(t *testing.T) {
 	if len(h.Publications) != 3 || h.Offset != 3 {
 		t.Fatalf("history from A = %+v", h)
 	}
-	// Redis gone: not ready.
+	// Redis gone: not ready, and spindle_broker_up says why.
+	if up := metricValue(t, a, "spindle_broker_up"); up != 1 {
+		t.Fatalf("spindle_broker_up = %v with Redis up", up)
+	}
 	rs.Stop()
 	waitFor(t, func() bool { return adminStatus(t, a, "/readyz") == 503 })
+	if up := metricValue(t, a, "spindle_broker_up"); up != 0 {
+		t.Fatalf("spindle_broker_up = %v with Redis stopped", up)
+	}
 	rs.Restart()
 	waitFor(t, func() bool { return adminStatus(t, a, "/readyz") == 200 })
+	waitFor(t, func() bool { return metricValue(t, a, "spindle_broker_up") == 1 })
 }

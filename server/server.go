@@ -106,6 +106,14 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	var br broker.Broker
 	var pm broker.PresenceManager
 	br, pm, s.brokerOK = newBroker(cfg)
+	s.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "spindle_broker_up", Help: "1 while the broker answers (always 1 for the memory broker), 0 while it is unreachable.",
+	}, func() float64 {
+		if s.brokerOK != nil && s.brokerOK() != nil {
+			return 0
+		}
+		return 1
+	}))
 	s.Node, err = gateway.New(gateway.FromConfig(cfg), gateway.Options{
 		Broker: br, Presence: pm, Verifier: verifier,
 		Logger: o.Logger, Registry: s.Registry, Version: o.Version,
