@@ -72,6 +72,9 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// InFlight is the number of calls being served now.
+func (h *Handler) InFlight() int { return h.inflight.count() }
+
 // An API error reply: {"error": {"code": …, "message": …}}.
 type apiError struct {
 	Code    uint32 `json:"code"`

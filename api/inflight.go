@@ -28,6 +28,13 @@ func (f *inflight) enter() bool {
 	return true
 }
 
+// count is the number of calls in.
+func (f *inflight) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
 // leave counts a call out.
 func (f *inflight) leave() {
 	f.mu.Lock()

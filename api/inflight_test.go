@@ -29,12 +29,6 @@ func (f *inflight) shuttingDown() bool {
 	return f.shutting
 }
 
-func (f *inflight) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n
-}
-
 // waitShutting waits until Shutdown, started elsewhere, has begun: then
 // a "not returned yet" check says something.
 func waitShutting(t *testing.T, h *Handler) {

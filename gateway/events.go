@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/centrifugal/protocol"
 
 	"github.com/spindlehq/spindle/broker"
@@ -17,7 +19,9 @@ func (n *Node) HandlePublication(ch string, pub *broker.Publication, _ broker.St
 		return
 	}
 	n.metrics.published.Inc()
+	start := time.Now()
 	d := n.hub.broadcast(ch, frame, pub.Offset, false)
+	n.metrics.fanout.Observe(time.Since(start).Seconds())
 	n.metrics.delivered.Add(float64(d))
 }
 

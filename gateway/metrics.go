@@ -24,6 +24,7 @@ type metrics struct {
 	disconnects     *prometheus.CounterVec
 	authFailures    *prometheus.CounterVec
 	recoveries      *prometheus.CounterVec
+	fanout          prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -80,10 +81,14 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spindle_recoveries_total", Help: "Subscribe requests asking to recover, by outcome.",
 		}, []string{"outcome"}),
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "spindle_fanout_seconds", Help: "Time from a publication reaching this node to its last enqueue for a local subscriber.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
 	}
 	all := []prometheus.Collector{m.connections, m.subscriptions, m.connectsTotal, m.refused, m.commandsIn, m.commandErrors,
 		m.commandDuration, m.framesOut, m.bytesOut, m.bytesIn, m.published, m.delivered, m.queueDrops,
-		m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries}
+		m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries, m.fanout}
 	m.own = prometheus.NewRegistry()
 	m.own.MustRegister(all...)
 	if reg != nil {

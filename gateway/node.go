@@ -72,10 +72,11 @@ type Node struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	admitted atomic.Int64  // places reserved by Admit: sessions plus upgrades in progress
-	draining atomic.Bool   // set once by Shutdown; read by Admit on every upgrade
-	allGone  chan struct{} // closed when the last session is gone after draining began
-	goneOnce sync.Once
+	admitted  atomic.Int64  // places reserved by Admit: sessions plus upgrades in progress
+	draining  atomic.Bool   // set once by Shutdown; read by Admit on every upgrade
+	slowTotal atomic.Uint64 // slow consumers disconnected, for Load
+	allGone   chan struct{} // closed when the last session is gone after draining began
+	goneOnce  sync.Once
 }
 
 // New builds a node from cfg; nothing runs until Start.

@@ -55,6 +55,7 @@ func (s *session) enqueue(frame []byte) bool {
 	}
 	s.q = append(s.q, frame)
 	s.qbytes += len(frame)
+	s.node.writers.of(s).queued.Add(size)
 	schedule := !s.scheduled
 	s.scheduled = true
 	s.qmu.Unlock()
@@ -75,8 +76,7 @@ func (s *session) close(d Disconnect, discard bool) {
 	}
 	s.closing = &d
 	if discard {
-		clear(s.q)
-		s.q, s.qbytes = nil, 0
+		s.dropQueue()
 	}
 	schedule := !s.scheduled
 	s.scheduled = true
@@ -84,6 +84,13 @@ func (s *session) close(d Disconnect, discard bool) {
 	if schedule {
 		s.node.writers.schedule(s)
 	}
+}
+
+// dropQueue forgets what is queued; s.qmu is held.
+func (s *session) dropQueue() {
+	s.node.writers.of(s).queued.Add(-int64(s.qbytes))
+	clear(s.q)
+	s.q, s.qbytes = nil, 0
 }
 
 // flush writes what the session has queued in one write, then closes the
@@ -102,6 +109,7 @@ func (s *session) flush(buf []byte) []byte {
 	s.qbytes = 0
 	s.scheduled = false
 	s.qmu.Unlock()
+	s.node.writers.of(s).queued.Add(-int64(n))
 
 	if len(frames) > 0 {
 		var out []byte
@@ -135,6 +143,7 @@ func (s *session) finish(d Disconnect) {
 	s.node.metrics.disconnects.WithLabelValues(fmt.Sprint(d.Code)).Inc()
 	if d == DisconnectSlow {
 		s.node.metrics.slowDisconnects.Inc() // the reason was logged where it was decided
+		s.node.slowTotal.Add(1)
 	}
 	s.conn.Close(d.Code, d.Reason)
 }
@@ -147,8 +156,7 @@ func (s *session) cleanup() {
 		d := DisconnectConnectionClosed
 		s.closing = &d
 	}
-	clear(s.q)
-	s.q, s.qbytes = nil, 0
+	s.dropQueue()
 	s.qmu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

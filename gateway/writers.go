@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // writers is the pool of goroutines that perform all socket writes. A
@@ -12,9 +13,10 @@ type writers struct {
 }
 
 type writerShard struct {
-	mu    sync.Mutex // guards ready
-	ready []*session
-	wake  chan struct{}
+	mu     sync.Mutex // guards ready
+	ready  []*session
+	wake   chan struct{}
+	queued atomic.Int64 // bytes in the queues of this shard's sessions
 }
 
 func newWriters(n int) *writers {
@@ -25,8 +27,20 @@ func newWriters(n int) *writers {
 	return w
 }
 
+// of is the shard s is pinned to.
+func (w *writers) of(s *session) *writerShard { return w.shards[s.shard%uint32(len(w.shards))] }
+
+// queued is the bytes waiting in every session's queue.
+func (w *writers) queued() int64 {
+	var n int64
+	for _, sh := range w.shards {
+		n += sh.queued.Load()
+	}
+	return n
+}
+
 func (w *writers) schedule(s *session) {
-	sh := w.shards[s.shard%uint32(len(w.shards))]
+	sh := w.of(s)
 	sh.mu.Lock()
 	sh.ready = append(sh.ready, s)
 	sh.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spindlehq/spindle/gateway"
 	"github.com/spindlehq/spindle/guard/admission"
+	"github.com/spindlehq/spindle/guard/signals"
 )
 
 // Shedding refuses new sessions and API calls with 503 and Retry-After and
@@ -21,7 +22,7 @@ func TestAdmissionSheds(t *testing.T) {
 	c.cmd("subscribe", map[string]any{"channel": "news"})
 
 	now := time.Now()
-	srv.Admission().Observe(now, admission.Signals{SchedP99: time.Second})
+	srv.Admission().Observe(signals.Reading{At: now, SchedP99: time.Second})
 	if _, resp, err := websocketDial(srv, nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("upgrade while shedding: %v %v", err, resp)
 	}
@@ -39,7 +40,7 @@ func TestAdmissionSheds(t *testing.T) {
 		t.Fatal("the established session stopped receiving while shedding")
 	}
 	for i := 1; i <= 100; i++ { // calm: past the 2 s of hysteresis, then back to full rate
-		srv.Admission().Observe(now.Add(time.Duration(i)*250*time.Millisecond), admission.Signals{})
+		srv.Admission().Observe(signals.Reading{At: now.Add(time.Duration(i) * 250 * time.Millisecond)})
 	}
 	if st, _ := srv.Admission().State(); st != admission.Calm {
 		t.Fatalf("state %v after calm", st)

@@ -26,6 +26,7 @@ import (
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
 	"github.com/spindlehq/spindle/guard/admission"
+	"github.com/spindlehq/spindle/guard/signals"
 	"github.com/spindlehq/spindle/guard/watchdog"
 	"github.com/spindlehq/spindle/transport"
 )
@@ -102,7 +103,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	admission.SetMemoryLimit(0) // GOMEMLIMIT, or 90% of the container's limit
-	s.adm = admission.New(admission.Config{Logger: o.Logger, Registry: s.Registry})
+	s.adm = admission.New(admission.Config{Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
 	var br broker.Broker
 	var pm broker.PresenceManager
 	br, pm, s.brokerOK = newBroker(cfg)
@@ -294,6 +295,15 @@ func (s *Server) ready() error {
 		return s.brokerOK()
 	}
 	return nil
+}
+
+// Load is what the gateway, the transport and the API carry now, for
+// admission and the watchdog; it is called only after New has built them.
+func (s *Server) Load() signals.Gateway {
+	g := s.Node.Load()
+	g.QueuedBytes += s.tr.Unwritten()
+	g.APIInFlight = s.api.InFlight()
+	return g
 }
 
 // Admission is the server's admission controller.

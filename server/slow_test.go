@@ -64,8 +64,10 @@ func TestSlowConsumer(t *testing.T) {
 		}()
 	}
 	start := time.Now()
+	var mostQueued int64 // what admission control saw queued for clients
 	for i := 0; i < n; i++ {
 		publish(t, srv, "firehose", fmt.Sprintf(`{"i":%d,"p":%q}`, i, payload))
+		mostQueued = max(mostQueued, srv.Load().QueuedBytes)
 		// Keep the fast clients within a window (800 KB each) of the
 		// publisher, however slow this machine is; the stuck one falls
 		// behind by everything.
@@ -94,4 +96,13 @@ func TestSlowConsumer(t *testing.T) {
 	if got := metricValue(t, srv, "spindle_slow_consumer_disconnects_total"); got != 1 {
 		t.Fatalf("slow consumer disconnects = %v, want 1", got)
 	}
+	// The load admission control reads saw the stuck client's backlog, counts
+	// the disconnect, and returns to nothing queued once everyone has read.
+	if mostQueued < 1<<20 {
+		t.Errorf("at most %d bytes seen queued while a client was stuck behind a 2 MiB bound", mostQueued)
+	}
+	if got := srv.Load().SlowDisconnects; got != 1 {
+		t.Errorf("load reports %d slow consumers disconnected, want 1", got)
+	}
+	waitFor(t, func() bool { return srv.Load().QueuedBytes == 0 })
 }

@@ -82,6 +82,9 @@ type Server struct {
 	// upgrading is read-locked by each upgrade in flight, from before nbio
 	// writes the 101 until the Conn is attached to it (see onData).
 	upgrading sync.RWMutex
+	// pending is the bytes handed to the event loop that the kernel has
+	// not accepted yet, over the open connections (see Conn.gone).
+	pending atomic.Int64
 }
 
 // Conn is one WebSocket connection. Write and Close are safe for concurrent use.
@@ -98,6 +101,7 @@ type Conn struct {
 	lingering atomic.Bool // Close waits for the close frame to be written, see close.go
 	endOnce   sync.Once   // the socket is closed once, flushed or reset
 	endTimer  atomic.Pointer[time.Timer]
+	gone      atomic.Bool // OnClose ran: what was not written left srv.pending
 	srv       *Server
 	rx        rxState // the frame check's, on the event loop only (recv.go)
 }
@@ -152,6 +156,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 	})
 	u.OnClose(func(ws *websocket.Conn, err error) {
 		if c, ok := ws.Session().(*Conn); ok {
+			if !c.gone.Swap(true) {
+				s.pending.Add(c.written.Load() - c.handed.Load())
+			}
 			h.OnClose(c, err)
 		}
 	})
@@ -202,6 +209,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 		}
 		if c, ok := ws.Session().(*Conn); ok {
 			c.written.Add(int64(n))
+			if !c.gone.Load() {
+				s.pending.Add(-int64(n))
+			}
 			c.progress.Store(Mono())
 			if c.lingering.Load() && c.flushed() {
 				s.closer.push(c) // not here: nbio holds the connection's lock
@@ -307,9 +317,17 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 // the kernel does not take at once is kept by the event loop and counted by
 // Pending.
 func (c *Conn) Write(b []byte) error {
-	c.handed.Add(int64(len(b)))
+	n := int64(len(b))
+	c.handed.Add(n)
+	counted := !c.gone.Load()
+	if counted {
+		c.srv.pending.Add(n)
+	}
 	if _, err := c.ws.Conn.Write(b); err != nil {
-		c.handed.Add(-int64(len(b))) // never to be written: not pending
+		c.handed.Add(-n) // never to be written: not pending
+		if counted {
+			c.srv.pending.Add(-n)
+		}
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
@@ -328,6 +346,10 @@ func (c *Conn) Pending() int64 {
 	}
 	return p
 }
+
+// Unwritten is the bytes handed to the event loop that the kernel has not
+// accepted yet, over all open connections.
+func (s *Server) Unwritten() int64 { return max(s.pending.Load(), 0) }
 
 // Handed and Written count the bytes given to the event loop and the bytes
 // the kernel accepted, since the connection opened.

@@ -2,10 +2,12 @@
 // gateway admits new WebSocket sessions and server API calls, and when it
 // sheds them.
 //
-// A controller samples runtime/metrics every Interval: the scheduler
-// latency histogram (/sched/latencies:seconds, its p99 over the interval),
-// heap in use against the memory limit, and the goroutine count. Pressure
-// is the largest of those readings, each divided by its soft bound.
+// A controller takes a signals.Reading every Interval: from the runtime the
+// scheduler latency p99 over the interval, heap in use against the memory
+// limit and the goroutine count; from the gateway the bytes queued for
+// clients, slow-consumer disconnects per second, server API calls in
+// flight and the publication fan-out p99. Pressure is the largest of those
+// readings, each divided by its soft bound.
 //
 // The admission rate follows AIMD, as TCP congestion control and Netflix's
 // concurrency-limits do: while pressure is below 1 the rate grows by a
@@ -26,27 +28,31 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"runtime/debug"
-	"runtime/metrics"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spindlehq/spindle/guard/signals"
 	"github.com/spindlehq/spindle/guard/task"
 )
 
 // Config sets the controller's bounds; zero values take the defaults.
 type Config struct {
-	Interval     time.Duration // sampling period; 250 ms
-	SchedSoft    time.Duration // scheduler latency p99 where throttling starts; 10 ms
-	SchedHard    time.Duration // ... and shedding; 100 ms
-	HeapSoft     float64       // heap in use / memory limit where throttling starts; 0.80
-	HeapHard     float64       // ... and shedding; 0.95
-	Goroutines   int           // goroutines where throttling starts; 0: not a signal
-	MaxRate      float64       // admissions per second when calm; 5000
-	MinRate      float64       // the least rate while throttling; 50
-	RecoverAfter time.Duration // calm this long ends shedding; 2 s
+	Interval     time.Duration          // sampling period; 250 ms
+	SchedSoft    time.Duration          // scheduler latency p99 where throttling starts; 10 ms
+	SchedHard    time.Duration          // ... and shedding; 100 ms
+	HeapSoft     float64                // heap in use / memory limit where throttling starts; 0.80
+	HeapHard     float64                // ... and shedding; 0.95
+	Goroutines   int                    // goroutines where throttling starts (twice that sheds); 0: not a signal
+	QueuedSoft   int64                  // bytes queued for clients where throttling starts (4x sheds); 256 MiB
+	SlowSoft     float64                // slow-consumer disconnects per second where throttling starts (5x sheds); 10
+	APISoft      int                    // server API calls in flight where throttling starts (4x sheds); 1000
+	FanoutSoft   time.Duration          // publication fan-out p99 where throttling starts (10x sheds); 25 ms
+	Gateway      func() signals.Gateway // the gateway's own load; nil: those signals are not read
+	MaxRate      float64                // admissions per second when calm; 5000
+	MinRate      float64                // the least rate while throttling; 50
+	RecoverAfter time.Duration          // calm this long ends shedding; 2 s
 	Logger       *slog.Logger
 	Registry     prometheus.Registerer
 }
@@ -78,7 +84,8 @@ type Controller struct {
 	tokens    float64
 	tokensAt  time.Time
 	calmSince time.Time
-	lastHist  *metrics.Float64Histogram
+
+	sampler signals.Sampler // owned by the sampling goroutine
 
 	mLimit    prometheus.GaugeFunc
 	mState    prometheus.GaugeFunc
@@ -98,6 +105,16 @@ func New(cfg Config) *Controller {
 	def(&cfg.SchedSoft, 10*time.Millisecond)
 	def(&cfg.SchedHard, 100*time.Millisecond)
 	def(&cfg.RecoverAfter, 2*time.Second)
+	def(&cfg.FanoutSoft, 25*time.Millisecond)
+	if cfg.QueuedSoft <= 0 {
+		cfg.QueuedSoft = 256 << 20
+	}
+	if cfg.SlowSoft <= 0 {
+		cfg.SlowSoft = 10
+	}
+	if cfg.APISoft <= 0 {
+		cfg.APISoft = 1000
+	}
 	if cfg.HeapSoft <= 0 {
 		cfg.HeapSoft = 0.80
 	}
@@ -114,6 +131,7 @@ func New(cfg Config) *Controller {
 		cfg.Logger = slog.Default()
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger, tasks: task.NewGroup(context.Background()), rate: cfg.MaxRate, tokens: cfg.MaxRate / 4}
+	c.sampler.Gateway = cfg.Gateway
 	c.mLimit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_limit", Help: "Admissions per second the controller allows now."},
 		func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return c.rate })
 	c.mState = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_state", Help: "0 calm, 1 throttling, 2 shedding."},
@@ -141,83 +159,16 @@ func (c *Controller) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			c.Observe(now, c.read())
+			c.Observe(c.sampler.Read(now))
 		}
 	}
-}
-
-// Signals are one reading of the runtime.
-type Signals struct {
-	SchedP99   time.Duration // scheduler latency p99 since the previous reading
-	HeapShare  float64       // heap in use / memory limit; 0 without a limit
-	Goroutines int
-}
-
-var sampleNames = []string{"/sched/latencies:seconds", "/memory/classes/heap/objects:bytes", "/sched/goroutines:goroutines"}
-
-func (c *Controller) read() Signals {
-	samples := make([]metrics.Sample, len(sampleNames))
-	for i, n := range sampleNames {
-		samples[i].Name = n
-	}
-	metrics.Read(samples)
-	var s Signals
-	if samples[0].Value.Kind() == metrics.KindFloat64Histogram {
-		h := samples[0].Value.Float64Histogram()
-		c.mu.Lock()
-		s.SchedP99 = p99Since(c.lastHist, h)
-		c.lastHist = cloneHist(h)
-		c.mu.Unlock()
-	}
-	if samples[1].Value.Kind() == metrics.KindUint64 {
-		if lim := debug.SetMemoryLimit(-1); lim > 0 && lim < math.MaxInt64 {
-			s.HeapShare = float64(samples[1].Value.Uint64()) / float64(lim)
-		}
-	}
-	if samples[2].Value.Kind() == metrics.KindUint64 {
-		s.Goroutines = int(samples[2].Value.Uint64())
-	}
-	return s
-}
-
-func cloneHist(h *metrics.Float64Histogram) *metrics.Float64Histogram {
-	return &metrics.Float64Histogram{Counts: append([]uint64(nil), h.Counts...), Buckets: h.Buckets}
-}
-
-// p99Since is the 99th percentile of what the histogram counted since prev.
-func p99Since(prev, cur *metrics.Float64Histogram) time.Duration {
-	var total uint64
-	delta := make([]uint64, len(cur.Counts))
-	for i, n := range cur.Counts {
-		if prev != nil && i < len(prev.Counts) {
-			n -= prev.Counts[i]
-		}
-		delta[i] = n
-		total += n
-	}
-	if total == 0 {
-		return 0
-	}
-	want := uint64(math.Ceil(float64(total) * 0.99))
-	var seen uint64
-	for i, n := range delta {
-		seen += n
-		if seen >= want {
-			hi := cur.Buckets[i+1]
-			if math.IsInf(hi, 1) {
-				hi = cur.Buckets[i]
-			}
-			return time.Duration(hi * float64(time.Second))
-		}
-	}
-	return 0
 }
 
 // Observe moves the controller with one reading of the signals. Start
 // calls it every Interval; tests drive it directly.
-func (c *Controller) Observe(now time.Time, s Signals) {
-	pressure, why := c.pressure(s, false)
-	hard, hardWhy := c.pressure(s, true)
+func (c *Controller) Observe(s signals.Reading) {
+	now := s.At
+	pressure, why, hard, hardWhy := c.pressure(s)
 	c.mPressure.Set(pressure)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -247,32 +198,39 @@ func (c *Controller) Observe(now time.Time, s Signals) {
 	}
 	if c.state != before {
 		c.log.Warn("admission "+c.state.String(), "was", before.String(), "why", c.why,
-			"rate", math.Round(c.rate), "sched_p99", s.SchedP99, "heap_share", math.Round(s.HeapShare*100)/100, "goroutines", s.Goroutines)
+			"rate", math.Round(c.rate), "sched_p99", s.SchedP99, "heap_share", math.Round(s.HeapShare*100)/100, "goroutines", s.Goroutines,
+			"queued_bytes", s.QueuedBytes, "slow_per_second", math.Round(s.SlowPerSecond), "api_in_flight", s.APIInFlight, "fanout_p99", s.FanoutP99)
 	}
 }
 
-// pressure is the largest signal over its soft (or hard) bound, and which.
-func (c *Controller) pressure(s Signals, hard bool) (float64, string) {
-	sched, heap := c.cfg.SchedSoft, c.cfg.HeapSoft
-	if hard {
-		sched, heap = c.cfg.SchedHard, c.cfg.HeapHard
+// pressure is the largest signal over its soft bound and which, then the
+// largest over its hard bound and which.
+func (c *Controller) pressure(s signals.Reading) (soft float64, softWhy string, hard float64, hardWhy string) {
+	type signal struct {
+		value, soft, hard float64 // hard 0: not a shedding signal
+		what              string
 	}
-	p, why := float64(s.SchedP99)/float64(sched), fmt.Sprintf("scheduler latency p99 %v", s.SchedP99)
-	if s.HeapShare > 0 {
-		if h := s.HeapShare / heap; h > p {
-			p, why = h, fmt.Sprintf("heap at %.0f%% of the memory limit", s.HeapShare*100)
-		}
+	all := []signal{
+		{s.SchedP99.Seconds(), c.cfg.SchedSoft.Seconds(), c.cfg.SchedHard.Seconds(), fmt.Sprintf("scheduler latency p99 %v", s.SchedP99)},
+		{s.HeapShare, c.cfg.HeapSoft, c.cfg.HeapHard, fmt.Sprintf("heap at %.0f%% of the memory limit", s.HeapShare*100)},
+		{float64(s.QueuedBytes), float64(c.cfg.QueuedSoft), 4 * float64(c.cfg.QueuedSoft), fmt.Sprintf("%d MiB queued for clients", s.QueuedBytes>>20)},
+		{s.SlowPerSecond, c.cfg.SlowSoft, 5 * c.cfg.SlowSoft, fmt.Sprintf("%.0f slow consumers disconnected per second", s.SlowPerSecond)},
+		{float64(s.APIInFlight), float64(c.cfg.APISoft), 4 * float64(c.cfg.APISoft), fmt.Sprintf("%d API calls in flight", s.APIInFlight)},
+		{s.FanoutP99.Seconds(), c.cfg.FanoutSoft.Seconds(), 10 * c.cfg.FanoutSoft.Seconds(), fmt.Sprintf("publication fan-out p99 %v", s.FanoutP99)},
 	}
 	if c.cfg.Goroutines > 0 {
-		lim := float64(c.cfg.Goroutines)
-		if hard {
-			lim *= 2
+		g := float64(c.cfg.Goroutines)
+		all = append(all, signal{float64(s.Goroutines), g, 2 * g, fmt.Sprintf("%d goroutines", s.Goroutines)})
+	}
+	for _, g := range all {
+		if p := g.value / g.soft; p > soft {
+			soft, softWhy = p, g.what
 		}
-		if g := float64(s.Goroutines) / lim; g > p {
-			p, why = g, fmt.Sprintf("%d goroutines", s.Goroutines)
+		if p := g.value / g.hard; p > hard {
+			hard, hardWhy = p, g.what
 		}
 	}
-	return p, why
+	return soft, softWhy, hard, hardWhy
 }
 
 // Admit asks for one admission of kind ("session" or "api"). It returns

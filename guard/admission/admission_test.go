@@ -1,11 +1,13 @@
 package admission
 
 import (
-	"runtime/metrics"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/spindlehq/spindle/guard/signals"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -18,18 +20,18 @@ func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) 
 // multiplicatively; calm raises it additively back to the maximum.
 func TestAIMD(t *testing.T) {
 	c := New(Config{MaxRate: 1000, MinRate: 10})
-	c.Observe(at(0), Signals{SchedP99: 20 * time.Millisecond}) // 2x the soft bound
+	c.Observe(signals.Reading{At: at(0), SchedP99: 20 * time.Millisecond}) // 2x the soft bound
 	if st, _ := c.State(); st != Throttling || c.rate != 700 {
 		t.Fatalf("after pressure: %v at %v/s", st, c.rate)
 	}
 	for i := 1; i <= 20; i++ {
-		c.Observe(at(250*i), Signals{SchedP99: 20 * time.Millisecond})
+		c.Observe(signals.Reading{At: at(250*i), SchedP99: 20 * time.Millisecond})
 	}
 	if c.rate != 10 {
 		t.Fatalf("rate %v under steady pressure, want the minimum 10", c.rate)
 	}
 	for i := 21; i <= 60; i++ {
-		c.Observe(at(250*i), Signals{SchedP99: time.Millisecond})
+		c.Observe(signals.Reading{At: at(250*i), SchedP99: time.Millisecond})
 	}
 	if st, _ := c.State(); st != Calm || c.rate != 1000 {
 		t.Fatalf("after calm: %v at %v/s", st, c.rate)
@@ -40,18 +42,18 @@ func TestAIMD(t *testing.T) {
 // recovers only after a whole RecoverAfter of calm, and a relapse resets it.
 func TestShedAndHysteresis(t *testing.T) {
 	c := New(Config{RecoverAfter: time.Second})
-	c.Observe(at(0), Signals{HeapShare: 0.97})
+	c.Observe(signals.Reading{At: at(0), HeapShare: 0.97})
 	if err := c.Admit("session"); err == nil || c.Ready() == nil {
 		t.Fatal("admitted while shedding")
 	}
-	c.Observe(at(250), Signals{})
-	c.Observe(at(750), Signals{HeapShare: 0.9}) // over soft again: the calm clock restarts
-	c.Observe(at(1000), Signals{})
-	c.Observe(at(1750), Signals{})
+	c.Observe(signals.Reading{At: at(250)})
+	c.Observe(signals.Reading{At: at(750), HeapShare: 0.9}) // over soft again: the calm clock restarts
+	c.Observe(signals.Reading{At: at(1000)})
+	c.Observe(signals.Reading{At: at(1750)})
 	if st, _ := c.State(); st != Shedding {
 		t.Fatalf("left shedding after %v of calm: %v", 750*time.Millisecond, st)
 	}
-	c.Observe(at(2100), Signals{})
+	c.Observe(signals.Reading{At: at(2100)})
 	if st, _ := c.State(); st != Throttling || c.Ready() != nil {
 		t.Fatalf("after a whole second of calm: %v", st)
 	}
@@ -63,7 +65,7 @@ func TestAdmitRate(t *testing.T) {
 	if c.Admit("api") != nil {
 		t.Fatal("refused while calm")
 	}
-	c.Observe(at(0), Signals{SchedP99: 12 * time.Millisecond}) // throttling: 28/s
+	c.Observe(signals.Reading{At: at(0), SchedP99: 12 * time.Millisecond}) // throttling: 28/s
 	admitted := 0
 	for range 100 {
 		if c.Admit("api") == nil {
@@ -75,26 +77,42 @@ func TestAdmitRate(t *testing.T) {
 	}
 }
 
-// p99 of what a histogram counted between two readings.
-func TestP99Since(t *testing.T) {
-	b := []float64{0, 0.001, 0.01, 0.1, 1}
-	prev := &metrics.Float64Histogram{Counts: []uint64{100, 0, 0, 0}, Buckets: b}
-	cur := &metrics.Float64Histogram{Counts: []uint64{198, 0, 0, 2}, Buckets: b}
-	if got := p99Since(prev, cur); got != time.Second {
-		t.Fatalf("p99 %v, want 1s (2 of 100 new samples in the top bucket)", got)
-	}
-	if got := p99Since(cur, cur); got != 0 {
-		t.Fatalf("nothing new: %v", got)
-	}
-}
-
 // The controller samples the real runtime.
 func TestRun(t *testing.T) {
 	c := New(Config{Interval: 10 * time.Millisecond})
-	s := c.read()
+	s := c.sampler.Read(time.Now())
 	if s.Goroutines == 0 {
 		t.Fatalf("signals %+v", s)
 	}
 	c.Start()
 	c.Stop()
+}
+
+// The gateway's own signals throttle past their soft bound and shed past
+// their hard bound, and the reason names the signal.
+func TestGatewaySignals(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		soft, hard signals.Reading
+		why        string
+	}{
+		{"queued", signals.Reading{QueuedBytes: 300 << 20}, signals.Reading{QueuedBytes: 1100 << 20}, "MiB queued for clients"},
+		{"slow", signals.Reading{SlowPerSecond: 12}, signals.Reading{SlowPerSecond: 60}, "slow consumers disconnected per second"},
+		{"api", signals.Reading{APIInFlight: 1500}, signals.Reading{APIInFlight: 4500}, "API calls in flight"},
+		{"fanout", signals.Reading{FanoutP99: 50 * time.Millisecond}, signals.Reading{FanoutP99: 300 * time.Millisecond}, "fan-out p99"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(Config{})
+			tc.soft.At = at(0)
+			c.Observe(tc.soft)
+			if st, why := c.State(); st != Throttling || !strings.Contains(why, tc.why) {
+				t.Fatalf("over the soft bound: %v (%s)", st, why)
+			}
+			tc.hard.At = at(250)
+			c.Observe(tc.hard)
+			if st, why := c.State(); st != Shedding || !strings.Contains(why, tc.why) {
+				t.Fatalf("over the hard bound: %v (%s)", st, why)
+			}
+		})
+	}
 }

@@ -1,0 +1,40 @@
+package gateway
+
+import (
+	"math"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/spindlehq/spindle/guard/signals"
+)
+
+// Load reports what the node carries now, for admission control and the
+// watchdog: bytes queued for clients, slow consumers disconnected so far,
+// and the fan-out histogram (spindle_fanout_seconds). APIInFlight is the
+// server API's to fill in.
+func (n *Node) Load() signals.Gateway {
+	return signals.Gateway{
+		QueuedBytes:     n.writers.queued(),
+		SlowDisconnects: n.slowTotal.Load(),
+		Fanout:          histogram(n.metrics.fanout),
+	}
+}
+
+// histogram reads a Prometheus histogram as per-bucket counts.
+func histogram(h interface{ Write(*dto.Metric) error }) signals.Histogram {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil || m.Histogram == nil {
+		return signals.Histogram{}
+	}
+	bs := m.Histogram.GetBucket()
+	out := signals.Histogram{Bounds: make([]float64, 0, len(bs)+1), Counts: make([]uint64, 0, len(bs)+1)}
+	var below uint64
+	for _, b := range bs {
+		out.Bounds = append(out.Bounds, b.GetUpperBound())
+		out.Counts = append(out.Counts, b.GetCumulativeCount()-below)
+		below = b.GetCumulativeCount()
+	}
+	out.Bounds = append(out.Bounds, math.Inf(1))
+	out.Counts = append(out.Counts, m.Histogram.GetSampleCount()-below)
+	return out
+}
