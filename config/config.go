@@ -69,9 +69,10 @@ type Config struct {
 	RedisTimeout  Duration `yaml:"redis_timeout"`  // dial, read and write timeout of Redis commands
 
 	CaptureDir      string   `yaml:"capture_dir"`      // the watchdog's archive of captures
-	WatchdogRules   []string `yaml:"watchdog_rules"`   // "goroutines > N for D" or "goroutines grow > R/s over D"
+	WatchdogRules   []string `yaml:"watchdog_rules"`   // "SIGNAL > VALUE for D" or "SIGNAL grow > R/s over D", see guard/watchdog
 	CaptureCooldown Duration `yaml:"capture_cooldown"` // least time between two captures the rules trigger
 	CaptureWebhook  string   `yaml:"capture_webhook"`  // a URL POSTed each capture's JSON; empty: none
+	MemoryLimit     int      `yaml:"memory_limit"`     // bytes the Go heap is kept under; 0: GOMEMLIMIT, else 90% of the container's limit
 
 	Channel    ChannelOptions `yaml:"channel"`    // options of channels without a namespace
 	Namespaces []Namespace    `yaml:"namespaces"` // channels "name:rest" take the options of namespace "name"
@@ -122,9 +123,10 @@ var settings = []Setting{
 	{Key: "redis_db", Usage: "Redis database number"},
 	{Key: "redis_timeout", Usage: "dial, read and write timeout of Redis commands"},
 	{Key: "capture_dir", Usage: "the watchdog's archive of captures (goroutine dump, heap and CPU profiles)"},
-	{Key: "watchdog_rules", Usage: `rules that trigger a capture, comma-separated: "goroutines > N for D", "goroutines grow > R/s over D"`},
+	{Key: "watchdog_rules", Usage: `rules that trigger a capture, comma-separated: "SIGNAL > VALUE for D" or "SIGNAL grow > R/s over D"; SIGNAL goroutines, heap (bytes: 2GiB), sched_p99 (a duration: 50ms) or slow_consumers (5/s); growth for goroutines and heap`},
 	{Key: "capture_cooldown", Usage: "least time between two captures the watchdog rules trigger"},
 	{Key: "capture_webhook", Usage: "URL POSTed each capture's JSON (empty: none)"},
+	{Key: "memory_limit", Usage: "bytes the Go heap is kept under, as GOMEMLIMIT (0: GOMEMLIMIT, else 90% of the container's memory limit)"},
 }
 
 // Setting describes one top-level scalar key of Config.
@@ -542,6 +544,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPendingConnections < 1 || c.MaxPendingConnectionsPerIP < 1 {
 		bad("max_pending_connections/max_pending_connections_per_ip: must be at least 1")
+	}
+	if c.MemoryLimit < 0 {
+		bad("memory_limit: %d is negative (0: from GOMEMLIMIT or the container)", c.MemoryLimit)
 	}
 	if c.ClientQueueMaxSize < c.MaxMessageSize {
 		bad("client_queue_max_size: %d is smaller than max_message_size %d", c.ClientQueueMaxSize, c.MaxMessageSize)

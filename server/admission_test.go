@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"runtime/debug"
 	"testing"
 	"time"
 
+	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
 	"github.com/spindlehq/spindle/guard/admission"
 	"github.com/spindlehq/spindle/guard/signals"
@@ -51,5 +53,19 @@ func TestAdmissionSheds(t *testing.T) {
 	}
 	if v := metricValue(t, srv, "spindle_admission_shed_total"); v < 2 {
 		t.Fatalf("shed counted %v", v)
+	}
+}
+
+// memory_limit becomes the Go memory limit, which the heap signal of
+// admission control is measured against.
+func TestMemoryLimitFromConfig(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	srv := startServer(t, func(c *config.Config) { c.MemoryLimit = 3 << 30 })
+	if got := debug.SetMemoryLimit(-1); got != 3<<30 {
+		t.Fatalf("Go memory limit %d, want 3 GiB", got)
+	}
+	if got := metricValue(t, srv, "go_gc_gomemlimit_bytes"); got != 3<<30 {
+		t.Fatalf("go_gc_gomemlimit_bytes = %v, want 3 GiB", got)
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -102,7 +104,9 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	s.Registry = prometheus.NewRegistry()
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	admission.SetMemoryLimit(0) // GOMEMLIMIT, or 90% of the container's limit
+	if lim := admission.SetMemoryLimit(int64(cfg.MemoryLimit)); lim < math.MaxInt64 {
+		o.Logger.Info("memory limit", "bytes", lim, "from", memoryLimitSource(cfg))
+	}
 	s.adm = admission.New(admission.Config{Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
 	var br broker.Broker
 	var pm broker.PresenceManager
@@ -163,7 +167,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	}
 	s.watch, err = watchdog.New(watchdog.Config{
 		Dir: cfg.CaptureDir, Rules: rules, Cooldown: cfg.CaptureCooldown.D(), Webhook: cfg.CaptureWebhook,
-		Logger: o.Logger, Registry: s.Registry,
+		Gateway: s.Load, Logger: o.Logger, Registry: s.Registry,
 	})
 	if err != nil {
 		return nil, err
@@ -295,6 +299,17 @@ func (s *Server) ready() error {
 		return s.brokerOK()
 	}
 	return nil
+}
+
+// memoryLimitSource says where the memory limit in force came from.
+func memoryLimitSource(cfg config.Config) string {
+	switch {
+	case cfg.MemoryLimit > 0:
+		return "memory_limit"
+	case os.Getenv("GOMEMLIMIT") != "":
+		return "GOMEMLIMIT"
+	}
+	return "90% of the container's memory limit"
 }
 
 // Load is what the gateway, the transport and the API carry now, for

@@ -141,6 +141,7 @@ var serveFlagValues = map[string]string{
 	"capture_dir":                    "/tmp/spindle-flag-captures",
 	"watchdog_rules":                 "goroutines > 100000 for 1m",
 	"capture_cooldown":               "2m",
+	"memory_limit":                   "1GiB",
 	"capture_webhook":                "",
 	"max_publication_size":           "3MiB",
 	"api_batch_max_commands":         "500",

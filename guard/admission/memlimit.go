@@ -8,11 +8,12 @@ import (
 )
 
 // SetMemoryLimit sets the Go memory limit the heap signal is measured
-// against: GOMEMLIMIT when the environment sets it (the runtime already
-// applied it), else limit when positive, else 90 % of the cgroup's memory
-// limit (a container's). It returns the limit in force; math.MaxInt64 when none.
+// against: limit when positive (the config's), else GOMEMLIMIT when the
+// environment sets it (the runtime already applied it), else 90 % of the
+// cgroup's memory limit (a container's). It returns the limit in force;
+// math.MaxInt64 when none.
 func SetMemoryLimit(limit int64) int64 {
-	if os.Getenv("GOMEMLIMIT") != "" {
+	if limit <= 0 && os.Getenv("GOMEMLIMIT") != "" {
 		return debug.SetMemoryLimit(-1)
 	}
 	if limit <= 0 {

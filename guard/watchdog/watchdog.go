@@ -2,8 +2,9 @@
 // goroutine dump, a heap profile and a short CPU profile, kept in a
 // rotating archive and diffed against the previous capture so the log
 // names the code that grew. Captures come from rules on the goroutine
-// count (sampled every second), from SIGUSR2, from POST /debug/capture and
-// from an Alertmanager webhook.
+// count, the heap, scheduler latency and the slow-consumer rate (sampled
+// every second), from SIGUSR2, from POST /debug/capture and from an
+// Alertmanager webhook.
 package watchdog
 
 import (
@@ -16,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spindlehq/spindle/goroutines"
+	"github.com/spindlehq/spindle/guard/signals"
 	"github.com/spindlehq/spindle/guard/task"
 )
 
@@ -37,6 +38,7 @@ type Config struct {
 	CPUProfile  time.Duration // length of the CPU profile of a capture; 0: 2 s, <0: none
 	Cooldown    time.Duration // least time between two captures a rule triggers; 0: 1 m
 	Rules       []Rule
+	Gateway     func() signals.Gateway // the gateway's load, for slow_consumers rules; nil: none
 	Webhook     string // POSTed a capture's JSON when set
 	Logger      *slog.Logger
 	Registry    prometheus.Registerer // nil: metrics kept but not exported
@@ -76,6 +78,8 @@ type Watchdog struct {
 	lastRule  time.Time // when a rule last captured
 	samples   []sample
 	cpuActive bool
+
+	sampler signals.Sampler // owned by the run goroutine
 }
 
 // New prepares a watchdog; it makes the archive folder.
@@ -103,6 +107,7 @@ func New(cfg Config) (*Watchdog, error) {
 	}
 	w := &Watchdog{
 		cfg: cfg, log: cfg.Logger, tasks: task.NewGroup(context.Background()), hooks: make(chan Capture, 8),
+		sampler: signals.Sampler{Gateway: cfg.Gateway},
 		captures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spindle_watchdog_captures_total", Help: "Captures taken by the watchdog, by trigger.",
 		}, []string{"trigger"}),
@@ -141,7 +146,7 @@ func (w *Watchdog) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if r, ok := w.observe(now, runtime.NumGoroutine()); ok {
+			if r, ok := w.observe(now, w.sampler.Read(now)); ok {
 				if _, err := w.Capture("rule: " + r.Text); err != nil {
 					w.log.Error("watchdog capture", "rule", r.Text, "err", err)
 				}
@@ -152,10 +157,10 @@ func (w *Watchdog) run(ctx context.Context) {
 
 // observe records a sample and returns the first rule that holds, unless a
 // rule captured within the cooldown.
-func (w *Watchdog) observe(now time.Time, n int) (Rule, bool) {
+func (w *Watchdog) observe(now time.Time, r signals.Reading) (Rule, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.samples = append(w.samples, sample{now, n})
+	w.samples = append(w.samples, sample{now, r})
 	keep := time.Duration(0)
 	for _, r := range w.cfg.Rules {
 		keep = max(keep, r.span())

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/spindlehq/spindle/guard/signals"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -23,12 +25,21 @@ func TestParseRule(t *testing.T) {
 		want Rule
 		bad  bool
 	}{
-		{in: "goroutines > 10000 for 2m", want: Rule{Above: 10000, For: 2 * time.Minute}},
-		{in: "goroutines grow > 50/s over 5m", want: Rule{PerSecond: 50, Window: 5 * time.Minute}},
-		{in: " goroutines grow > 2.5 /s over 30s ", want: Rule{PerSecond: 2.5, Window: 30 * time.Second}},
+		{in: "goroutines > 10000 for 2m", want: Rule{Signal: Goroutines, Above: 10000, For: 2 * time.Minute}},
+		{in: "goroutines grow > 50/s over 5m", want: Rule{Signal: Goroutines, PerSecond: 50, Window: 5 * time.Minute}},
+		{in: " goroutines grow > 2.5 /s over 30s ", want: Rule{Signal: Goroutines, PerSecond: 2.5, Window: 30 * time.Second}},
+		{in: "heap > 2GiB for 1m", want: Rule{Signal: Heap, Above: 2 << 30, For: time.Minute}},
+		{in: "heap grow > 1MiB/s over 10m", want: Rule{Signal: Heap, PerSecond: 1 << 20, Window: 10 * time.Minute}},
+		{in: "sched_p99 > 50ms for 30s", want: Rule{Signal: SchedP99, Above: 0.05, For: 30 * time.Second}},
+		{in: "slow_consumers > 5/s for 1m", want: Rule{Signal: SlowConsumers, Above: 5, For: time.Minute}},
 		{in: "goroutines > x for 2m", bad: true},
 		{in: "goroutines > 5 for -1s", bad: true},
 		{in: "heap > 1GiB", bad: true},
+		{in: "heap > lots for 1m", bad: true},
+		{in: "sched_p99 > 50 for 1m", bad: true},
+		{in: "slow_consumers > 5 for 1m", bad: true},
+		{in: "sched_p99 grow > 1/s over 1m", bad: true},
+		{in: "fish > 5 for 1m", bad: true},
 	} {
 		r, err := ParseRule(tc.in)
 		if tc.bad {
@@ -49,15 +60,15 @@ func TestRuleHolds(t *testing.T) {
 	series := func(ns ...int) []sample {
 		var s []sample
 		for i, n := range ns {
-			s = append(s, sample{t0.Add(time.Duration(i) * time.Second), n})
+			s = append(s, sample{t0.Add(time.Duration(i) * time.Second), signals.Reading{Goroutines: n}})
 		}
 		return s
 	}
-	above := Rule{Above: 100, For: 3 * time.Second}
+	above := Rule{Signal: Goroutines, Above: 100, For: 3 * time.Second}
 	if !above.holds(series(50, 200, 200, 200, 200)) || above.holds(series(200, 200, 50, 200, 200)) || above.holds(series(200, 200)) {
 		t.Error("threshold rule")
 	}
-	grow := Rule{PerSecond: 10, Window: 4 * time.Second}
+	grow := Rule{Signal: Goroutines, PerSecond: 10, Window: 4 * time.Second}
 	if !grow.holds(series(100, 120, 140, 160, 180)) || grow.holds(series(100, 105, 110, 115, 120)) || grow.holds(series(100, 200)) {
 		t.Error("growth rule")
 	}
@@ -65,10 +76,33 @@ func TestRuleHolds(t *testing.T) {
 	// is just past it; the rule must still see the window.
 	var late []sample
 	for i := range 6 {
-		late = append(late, sample{t0.Add(time.Duration(i) * (time.Second + time.Millisecond)), 100 + 20*i})
+		late = append(late, sample{t0.Add(time.Duration(i) * (time.Second + time.Millisecond)), signals.Reading{Goroutines: 100 + 20*i}})
 	}
 	if !grow.holds(late) {
 		t.Error("growth rule with a late ticker")
+	}
+	// The other signals, each read from its own field.
+	readings := func(rs ...signals.Reading) []sample {
+		var s []sample
+		for i, r := range rs {
+			s = append(s, sample{t0.Add(time.Duration(i) * time.Second), r})
+		}
+		return s
+	}
+	slow := Rule{Signal: SlowConsumers, Above: 5, For: 2 * time.Second}
+	if !slow.holds(readings(signals.Reading{SlowPerSecond: 6}, signals.Reading{SlowPerSecond: 9}, signals.Reading{SlowPerSecond: 6})) ||
+		slow.holds(readings(signals.Reading{SlowPerSecond: 6}, signals.Reading{SlowPerSecond: 2}, signals.Reading{SlowPerSecond: 6})) {
+		t.Error("slow-consumer rule")
+	}
+	sched := Rule{Signal: SchedP99, Above: 0.05, For: time.Second}
+	if !sched.holds(readings(signals.Reading{SchedP99: time.Second}, signals.Reading{SchedP99: 60 * time.Millisecond})) ||
+		sched.holds(readings(signals.Reading{SchedP99: time.Second}, signals.Reading{SchedP99: 40 * time.Millisecond, Goroutines: 1e6})) {
+		t.Error("scheduler latency rule")
+	}
+	heap := Rule{Signal: Heap, PerSecond: 1 << 20, Window: 2 * time.Second}
+	if !heap.holds(readings(signals.Reading{HeapBytes: 10 << 20}, signals.Reading{HeapBytes: 11 << 20}, signals.Reading{HeapBytes: 13 << 20})) ||
+		heap.holds(readings(signals.Reading{HeapBytes: 10 << 20}, signals.Reading{HeapBytes: 11 << 20}, signals.Reading{HeapBytes: 11 << 20})) {
+		t.Error("heap growth rule")
 	}
 }
 
@@ -196,7 +230,7 @@ func TestRoutes(t *testing.T) {
 
 // A rule that holds captures on its own.
 func TestRuleCaptures(t *testing.T) {
-	w, err := New(Config{Dir: t.TempDir(), CPUProfile: -1, Rules: []Rule{{Text: "goroutines > 1 for 2s", Above: 1, For: 2 * time.Second}}})
+	w, err := New(Config{Dir: t.TempDir(), CPUProfile: -1, Rules: []Rule{{Text: "goroutines > 1 for 2s", Signal: Goroutines, Above: 1, For: 2 * time.Second}}})
 	if err != nil {
 		t.Fatal(err)
 	}
