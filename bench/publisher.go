@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/client"
 )
@@ -36,6 +38,9 @@ type publisher struct {
 	last      time.Time
 	perSec    map[int]uint64
 	start     time.Time
+	// Reply times of publishes, from the actual send: accepted, and refused
+	// or failed (how fast a shedding server says no).
+	replyOK, replyRefused *hdr.Histogram
 	// The publishing window, by intended send times: from the first
 	// publication's to the end of the last one's slot (its time + 1/rate);
 	// busy is the sum of the slots, the window less pauses at rate 0.
@@ -56,15 +61,18 @@ type pubStats struct {
 	windowFrom        time.Time     // intended: first send
 	windowTo          time.Time     // intended: end of the last send's slot
 	busy              time.Duration // the sum of the send slots (1/rate each)
+	replyOK           Percentiles   // reply times of accepted publishes
+	replyRefused      Percentiles   // ... of refused or failed ones
 }
 
 func newPublisher(ctx context.Context, sc *Scenario) (*publisher, error) {
-	senders := min(sc.Channels, 32)
+	senders := sc.PublishSenders
 	p := &publisher{
 		sc:     sc,
 		starts: make([][]int64, sc.Channels), failed: make([][]uint64, sc.Channels),
 		errors: map[string]uint64{}, perSec: map[int]uint64{},
-		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: senders}},
+		http:    &http.Client{Timeout: sc.PublishTimeout.D(), Transport: &http.Transport{MaxIdleConnsPerHost: senders}},
+		replyOK: newHist(), replyRefused: newHist(),
 	}
 	if sc.PublishVia == "client" && sc.MaxRate() > 0 {
 		for i := range senders {
@@ -162,11 +170,13 @@ func (p *publisher) send(ctx context.Context, i int, q <-chan pubJob) {
 		p.starts[j.channel] = append(p.starts[j.channel], now.UnixNano())
 		p.mu.Unlock()
 		var err error
+		pctx, cancel := context.WithTimeout(ctx, p.sc.PublishTimeout.D())
 		if p.clients != nil {
-			err = p.clients[i].Publish(ctx, p.sc.Channel(j.channel), buf)
+			err = p.clients[i].Publish(pctx, p.sc.Channel(j.channel), buf)
 		} else {
-			err = p.apiPublish(ctx, p.sc.Channel(j.channel), buf)
+			err = p.apiPublish(pctx, p.sc.Channel(j.channel), buf)
 		}
+		cancel()
 		p.mu.Lock()
 		if p.first.IsZero() {
 			p.first = now
@@ -176,17 +186,35 @@ func (p *publisher) send(ctx context.Context, i int, q <-chan pubJob) {
 			p.nFailed++
 			p.failed[j.channel] = append(p.failed[j.channel], j.seq)
 			p.errors[publishErrorKind(err)]++
+			recordDur(p.replyRefused, p.last.Sub(now))
 		} else {
 			p.published++
 			p.perSec[int(now.Sub(p.start)/time.Second)+1]++
+			recordDur(p.replyOK, p.last.Sub(now))
 		}
 		p.mu.Unlock()
 	}
 }
 
+// statusError is a server API reply with another HTTP status than 200.
+type statusError struct {
+	status     int
+	retryAfter string
+	body       string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("HTTP %d (Retry-After %q): %s", e.status, e.retryAfter, e.body)
+}
+
 func publishErrorKind(err error) string {
 	var se *client.Error
+	var st *statusError
 	switch {
+	case errors.As(err, &st) && st.retryAfter != "":
+		return fmt.Sprintf("publish_http_%d_retry_after", st.status)
+	case errors.As(err, &st):
+		return fmt.Sprintf("publish_http_%d", st.status)
 	case errors.As(err, &se):
 		return fmt.Sprintf("publish_error_%d", se.Code)
 	case errors.Is(err, context.DeadlineExceeded), strings.Contains(err.Error(), "Timeout"):
@@ -224,7 +252,7 @@ func (p *publisher) apiPublish(ctx context.Context, channel string, data []byte)
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("publish %q: HTTP %d: %s", channel, resp.StatusCode, bytes.TrimSpace(b))
+		return fmt.Errorf("publish %q: %w", channel, &statusError{resp.StatusCode, resp.Header.Get("Retry-After"), string(bytes.TrimSpace(b))})
 	}
 	if err := json.Unmarshal(b, &reply); err != nil {
 		return fmt.Errorf("publish %q: bad reply: %w", channel, err)
@@ -245,7 +273,8 @@ func (p *publisher) stats() pubStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return pubStats{published: p.published, failed: p.nFailed, errors: p.errors, first: p.first, last: p.last,
-		windowFrom: p.windowFrom, windowTo: p.windowTo, busy: p.busy}
+		windowFrom: p.windowFrom, windowTo: p.windowTo, busy: p.busy,
+		replyOK: percentiles(p.replyOK), replyRefused: percentiles(p.replyRefused)}
 }
 
 func (p *publisher) close() {

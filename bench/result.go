@@ -35,10 +35,11 @@ type Result struct {
 	Duplicates         uint64 `json:"duplicates"`
 	OutOfOrder         uint64 `json:"out_of_order"`
 
-	Latency      Percentiles `json:"latency_ms"`   // publish→deliver, from the intended send time
-	Connect      Percentiles `json:"connect_ms"`   // TCP + upgrade + connect reply, from the intended start
-	SubscribeLat Percentiles `json:"subscribe_ms"` // subscribe command round trip
-	Spectrum     []Quantile  `json:"latency_spectrum"`
+	Latency      Percentiles  `json:"latency_ms"`       // publish→deliver, from the intended send time
+	PublishReply PublishReply `json:"publish_reply_ms"` // publish call round trips, from the actual send
+	Connect      Percentiles  `json:"connect_ms"`       // TCP + upgrade + connect reply, from the intended start
+	SubscribeLat Percentiles  `json:"subscribe_ms"`     // subscribe command round trip
+	Spectrum     []Quantile   `json:"latency_spectrum"`
 
 	// The publishing window runs from the first publication's intended send
 	// time to the end of the last one's slot (its intended time + 1/rate),
@@ -84,6 +85,13 @@ type StageResult struct {
 	P999           float64 `json:"p999_ms"`
 }
 
+// PublishReply is how long publish calls took to answer, accepted apart
+// from refused or failed (a shedding server should say no fast).
+type PublishReply struct {
+	OK      Percentiles `json:"ok"`
+	Refused Percentiles `json:"refused"`
+}
+
 // ConnStats counts connections.
 type ConnStats struct {
 	Target      int     `json:"target"` // the largest connection target of the scenario
@@ -116,6 +124,8 @@ type ServerStats struct {
 	RSSAtPeakBytes  uint64  `json:"rss_at_peak_bytes"` // with the most connections held
 	RSSPerConnBytes float64 `json:"rss_per_conn_bytes"`
 	RSSPerConnNote  string  `json:"rss_per_conn_note"` // RSSPerConnNote: how it is measured, and its caveat
+	RSSMaxBytes     uint64  `json:"rss_max_bytes"`     // the most RSS seen in any second
+	GoroutinesMax   int     `json:"goroutines_max"`    // the most goroutines seen (with --server-metrics)
 }
 
 // MarshalJSON writes the stats with their note, also when the stats were
@@ -135,16 +145,17 @@ const RSSPerConnNote = "RSS growth during the run (RSS with the most connections
 
 // Second is one second of the run.
 type Second struct {
-	T            int     `json:"t"`
-	Connections  int     `json:"connections"`
-	Published    uint64  `json:"published"`
-	Delivered    uint64  `json:"delivered"`
-	P50          float64 `json:"p50_ms"`
-	P99          float64 `json:"p99_ms"`
-	P999         float64 `json:"p999_ms"`
-	Errors       uint64  `json:"errors"`
-	ServerRSS    uint64  `json:"server_rss_bytes,omitempty"`
-	ClientLagP99 float64 `json:"client_lag_p99_ms"` // how late the bench's own timers fired
+	T                int     `json:"t"`
+	Connections      int     `json:"connections"`
+	Published        uint64  `json:"published"`
+	Delivered        uint64  `json:"delivered"`
+	P50              float64 `json:"p50_ms"`
+	P99              float64 `json:"p99_ms"`
+	P999             float64 `json:"p999_ms"`
+	Errors           uint64  `json:"errors"`
+	ServerRSS        uint64  `json:"server_rss_bytes,omitempty"`
+	ServerGoroutines int     `json:"server_goroutines,omitempty"`
+	ClientLagP99     float64 `json:"client_lag_p99_ms"` // how late the bench's own timers fired
 }
 
 // newHist records microseconds from 1 µs to 10 minutes with 3 significant digits.
@@ -259,6 +270,10 @@ func (r *Result) WriteText(w io.Writer) {
 	pl("publish→deliver", r.Latency)
 	pl("connect", r.Connect)
 	pl("subscribe", r.SubscribeLat)
+	if r.PublishReply.Refused.Count > 0 {
+		pl("publish reply ok", r.PublishReply.OK)
+		pl("publish refused", r.PublishReply.Refused)
+	}
 	if len(r.Stages) > 1 {
 		fmt.Fprintln(w, "stage  seconds   conns  pub/s target  pub/s   deliv/s      p50 ms    p99 ms  p99.9 ms")
 		for _, st := range r.Stages {
@@ -281,6 +296,11 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "server pid %d: RSS %s before, %s at peak; %s bytes per connection, that is:\n%s\n",
 			r.Server.PID, size(r.Server.RSSBeforeBytes), size(r.Server.RSSAtPeakBytes), groupf(r.Server.RSSPerConnBytes, 0),
 			wrap(RSSPerConnNote+".", "  ", 100))
+		fmt.Fprintf(w, "server peaks: RSS %s", size(r.Server.RSSMaxBytes))
+		if r.Server.GoroutinesMax > 0 {
+			fmt.Fprintf(w, ", %s goroutines", group(uint64(r.Server.GoroutinesMax)))
+		}
+		fmt.Fprintln(w)
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(w, "errors: %s\n", counts(r.Errors))

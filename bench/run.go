@@ -33,6 +33,9 @@ type Options struct {
 	Progress io.Writer
 	// ServerPID, if set, is the server process whose RSS is sampled.
 	ServerPID int
+	// ServerMetrics, if set, is the server's Prometheus /metrics URL; its
+	// go_goroutines is sampled every second.
+	ServerMetrics string
 	// MetricsListen, if set, serves Prometheus metrics of the run there.
 	MetricsListen string
 }
@@ -127,7 +130,7 @@ func Run(stop context.Context, sc *Scenario, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opt.ServerPID != 0 {
+	if opt.ServerPID != 0 || opt.ServerMetrics != "" {
 		res.Server = r.serverStats(rss0)
 	}
 	res.Interrupted = stop.Err() != nil
@@ -175,13 +178,14 @@ func (r *run) drain(ctx context.Context) {
 }
 
 type secondAgg struct {
-	reports   int
-	conns     int
-	delivered uint64
-	errors    uint64
-	lat       *hdr.Histogram
-	lagP99us  int64
-	rss       uint64
+	reports    int
+	conns      int
+	delivered  uint64
+	errors     uint64
+	lat        *hdr.Histogram
+	lagP99us   int64
+	rss        uint64
+	goroutines int // the server's, when sampled
 }
 
 // workerProc is one worker, in a child process or in this one.
@@ -313,25 +317,56 @@ func (r *run) printUpTo(n int) {
 	}
 }
 
-// sampleServer reads the server's RSS once a second.
+// sampleServer reads the server's RSS and goroutine count once a second.
 func (r *run) sampleServer(ctx context.Context) {
-	if r.opt.ServerPID == 0 {
+	if r.opt.ServerPID == 0 && r.opt.ServerMetrics == "" {
 		return
 	}
+	hc := &http.Client{Timeout: 900 * time.Millisecond}
 	for sec := 1; ; sec++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(r.start.Add(time.Duration(sec) * time.Second))):
 		}
-		rss, err := readRSS(r.opt.ServerPID)
-		if err != nil {
-			continue
+		var rss uint64
+		var goroutines int
+		if r.opt.ServerPID != 0 {
+			rss, _ = readRSS(r.opt.ServerPID) // a missed second stays 0
+		}
+		if r.opt.ServerMetrics != "" {
+			goroutines, _ = readGoroutines(ctx, hc, r.opt.ServerMetrics)
 		}
 		r.mu.Lock()
 		r.second(sec).rss = rss
+		r.second(sec).goroutines = goroutines
 		r.mu.Unlock()
 	}
+}
+
+// readGoroutines reads go_goroutines from a Prometheus text exposition.
+func readGoroutines(ctx context.Context, hc *http.Client, url string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, fmt.Errorf("server metrics: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("server metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("server metrics: go_goroutines %q: %w", v, err)
+			}
+			return int(f), nil
+		}
+	}
+	return 0, fmt.Errorf("server metrics: no go_goroutines at %s", url)
 }
 
 // serverStats takes the RSS at the last second with the most connections.
@@ -342,7 +377,12 @@ func (r *run) serverStats(rss0 uint64) *ServerStats {
 	peak := 0
 	for n := 1; n <= len(r.seconds); n++ {
 		s := r.seconds[n]
-		if s != nil && s.rss != 0 && s.conns >= peak && s.conns > 0 {
+		if s == nil {
+			continue
+		}
+		st.RSSMaxBytes = max(st.RSSMaxBytes, s.rss)
+		st.GoroutinesMax = max(st.GoroutinesMax, s.goroutines)
+		if s.rss != 0 && s.conns >= peak && s.conns > 0 {
 			peak, st.RSSAtPeakBytes = s.conns, s.rss
 		}
 	}
@@ -423,6 +463,7 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 	}
 	cpu += cpuSeconds() // this process: publisher and coordination
 	res.Latency, res.Connect, res.SubscribeLat = percentiles(lat), percentiles(conn), percentiles(sub)
+	res.PublishReply = PublishReply{OK: pubStats.replyOK, Refused: pubStats.replyRefused}
 	res.Spectrum = spectrum(lat)
 	// The headline rates are over the publishing window alone; the drain
 	// (waiting for the last deliveries) is reported beside them.
@@ -450,7 +491,7 @@ func (r *run) merge(ws []*workerResult, pub *publisher, end time.Time) (*Result,
 		res.Timeline = append(res.Timeline, Second{
 			T: n, Connections: s.conns, Published: r.pub.perSecond(n), Delivered: s.delivered,
 			P50: ms(s.lat.ValueAtQuantile(50)), P99: ms(s.lat.ValueAtQuantile(99)), P999: ms(s.lat.ValueAtQuantile(99.9)),
-			Errors: s.errors, ServerRSS: s.rss, ClientLagP99: ms(s.lagP99us),
+			Errors: s.errors, ServerRSS: s.rss, ServerGoroutines: s.goroutines, ClientLagP99: ms(s.lagP99us),
 		})
 		res.Connections.Peak = max(res.Connections.Peak, s.conns)
 	}

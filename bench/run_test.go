@@ -15,6 +15,7 @@ import (
 
 	"github.com/spindlehq/spindle/bench"
 	"github.com/spindlehq/spindle/config"
+	"github.com/spindlehq/spindle/guard/signals"
 	"github.com/spindlehq/spindle/server"
 )
 
@@ -289,5 +290,60 @@ drain: 1s
 	res.WriteText(&text)
 	if !strings.Contains(text.String(), "1,000/s over the 3.0 s publishing window") {
 		t.Errorf("text headline:\n%s", text.String())
+	}
+}
+
+// Against a node that sheds load, refused publishes are counted by status
+// with their Retry-After, their reply times apart from accepted ones, and
+// are not expected by the subscribers; the server's goroutines are sampled.
+func TestRunCountsShedPublishes(t *testing.T) {
+	srv := startServer(t, nil)
+	sc := scenario(t, srv, `
+channels: 4
+publish_senders: 4
+publish_timeout: 2s
+stages:
+  - duration: 1s
+    connections: {to: 8}
+  - duration: 2s
+    connections: {to: 8}
+    publish_rate: {to: 40}
+drain: 500ms
+`)
+	// Once ten publications went through, shed until the run ends.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		shedding := false
+		for {
+			if !shedding && srv.Node.Metrics()["spindle_publications_total"] >= 10 {
+				shedding = true
+			}
+			if shedding {
+				srv.Admission().Observe(signals.Reading{At: time.Now(), SchedP99: time.Second})
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	res, err := bench.Run(context.Background(), sc, bench.Options{ServerMetrics: "http://" + srv.AdminAddr() + "/metrics"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := res.Errors["publish_http_503_retry_after"]
+	if refused == 0 || res.PublishFailed != refused || res.PublishReply.Refused.Count != refused {
+		t.Fatalf("refused %d, failed %d, refused reply times %d; errors %v", refused, res.PublishFailed, res.PublishReply.Refused.Count, res.Errors)
+	}
+	if res.Published == 0 || res.PublishReply.OK.Count != res.Published {
+		t.Fatalf("published %d, accepted reply times %d", res.Published, res.PublishReply.OK.Count)
+	}
+	if res.Missing != 0 || res.Delivered != res.ExpectedDeliveries {
+		t.Fatalf("refused publishes counted as missing: delivered %d of %d expected, missing %d", res.Delivered, res.ExpectedDeliveries, res.Missing)
+	}
+	if res.Server == nil || res.Server.GoroutinesMax == 0 {
+		t.Fatalf("server goroutines not sampled: %+v", res.Server)
 	}
 }

@@ -35,6 +35,12 @@ type Scenario struct {
 
 	MessageSize int    `yaml:"message_size"` // payload bytes per publication (default 128)
 	PublishVia  string `yaml:"publish_via"`  // "api" (default) or "client"
+	// PublishSenders is how many publishes may be in flight at once, one
+	// sender each; a channel always has the same sender, so its
+	// publications leave in order (default: channels, at most 32).
+	PublishSenders int `yaml:"publish_senders"`
+	// PublishTimeout gives up on one publish after this long (default 10s).
+	PublishTimeout config.Duration `yaml:"publish_timeout"`
 
 	// ConnectRate caps new connections per second over all workers (0: no cap).
 	ConnectRate float64 `yaml:"connect_rate"`
@@ -122,6 +128,12 @@ func (sc *Scenario) fillDefaults() {
 	if sc.Workers == 0 {
 		sc.Workers = 1
 	}
+	if sc.PublishSenders == 0 {
+		sc.PublishSenders = min(sc.Channels, 32)
+	}
+	if sc.PublishTimeout == 0 {
+		sc.PublishTimeout = config.Duration(10 * time.Second)
+	}
 	if sc.Drain == 0 {
 		sc.Drain = config.Duration(2 * time.Second)
 	}
@@ -153,6 +165,12 @@ func (sc *Scenario) Validate() error {
 	}
 	if sc.PublishVia == "api" && sc.MaxRate() > 0 && sc.API == "" {
 		return errors.New("api: needed to publish through the server API")
+	}
+	if sc.PublishSenders < 1 || sc.PublishSenders > min(sc.Channels, 4096) {
+		return fmt.Errorf("publish_senders: %d, want 1..%d (at most one per channel, 4,096 in all)", sc.PublishSenders, min(sc.Channels, 4096))
+	}
+	if sc.PublishTimeout < 0 {
+		return errors.New("publish_timeout: must be > 0")
 	}
 	if sc.Workers < 1 || sc.Workers > 64 {
 		return fmt.Errorf("workers: %d, want 1..64", sc.Workers)

@@ -352,7 +352,10 @@ func (w *worker) fail(stage string, err error) {
 	kind := stage
 	var se *client.Error
 	var de *client.DisconnectError
+	var he *client.HandshakeError
 	switch {
+	case errors.As(err, &he):
+		kind = fmt.Sprintf("%s_http_%d", stage, he.Status)
 	case errors.As(err, &se):
 		kind = fmt.Sprintf("%s_error_%d", stage, se.Code)
 	case errors.As(err, &de):

@@ -65,6 +65,20 @@ func (e *DisconnectError) Error() string {
 	return fmt.Sprintf("disconnected: %d %s", e.Code, e.Reason)
 }
 
+// HandshakeError is an upgrade the server answered with another HTTP
+// status than 101, e.g. 503 when it is full or shedding load.
+type HandshakeError struct {
+	Status     int
+	RetryAfter string // the Retry-After header, if any
+}
+
+func (e *HandshakeError) Error() string {
+	if e.RetryAfter != "" {
+		return fmt.Sprintf("bad handshake (HTTP %d, Retry-After %s)", e.Status, e.RetryAfter)
+	}
+	return fmt.Sprintf("bad handshake (HTTP %d)", e.Status)
+}
+
 // ErrClosed is returned by calls on a Client that Close has closed.
 var ErrClosed = errors.New("client closed")
 
@@ -137,7 +151,7 @@ func dialGorilla(ctx context.Context, c *Client) (*gorillaConn, error) {
 	ws, resp, err := d.DialContext(ctx, c.cfg.URL, c.cfg.Header)
 	if err != nil {
 		if resp != nil {
-			return nil, fmt.Errorf("dial %s: %w (HTTP %d)", c.cfg.URL, err, resp.StatusCode)
+			return nil, fmt.Errorf("dial %s: %w: %w", c.cfg.URL, err, &HandshakeError{Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")})
 		}
 		return nil, fmt.Errorf("dial %s: %w", c.cfg.URL, err)
 	}

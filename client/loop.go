@@ -108,9 +108,13 @@ func (l *Loop) dial(ctx context.Context, c *Client) (*loopConn, error) {
 		return nil, fmt.Errorf("dial %s: %w", c.cfg.URL, err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
+	if resp.StatusCode != http.StatusSwitchingProtocols {
 		nc.Close()
-		return nil, fmt.Errorf("dial %s: bad handshake (HTTP %d)", c.cfg.URL, resp.StatusCode)
+		return nil, fmt.Errorf("dial %s: %w", c.cfg.URL, &HandshakeError{Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")})
+	}
+	if resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
+		nc.Close()
+		return nil, fmt.Errorf("dial %s: bad handshake: wrong Sec-WebSocket-Accept", c.cfg.URL)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	lc := &loopConn{c: c}

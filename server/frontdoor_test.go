@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/spindlehq/spindle/client"
 	"github.com/spindlehq/spindle/config"
 )
 
@@ -161,6 +163,21 @@ func TestReadyWhenFull(t *testing.T) {
 	}
 	if code := adminStatus(t, srv, "/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz %d at max_connections, want 503", code)
+	}
+	// Our client says why it was refused, on a goroutine and on an event loop.
+	loop, err := client.NewLoop(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loop.Stop()
+	for _, l := range []*client.Loop{nil, loop} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := client.Dial(ctx, client.Config{URL: srv.WebSocketURL(), Loop: l})
+		cancel()
+		var he *client.HandshakeError
+		if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable {
+			t.Fatalf("dial when full (loop %v): %v, want a HandshakeError with 503", l != nil, err)
+		}
 	}
 	conns[0].Close()
 	waitFor(t, func() bool { return adminStatus(t, srv, "/readyz") == http.StatusOK })

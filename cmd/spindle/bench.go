@@ -87,6 +87,7 @@ func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	out := fs.String("out", "", "write the result JSON here")
 	html := fs.String("html", "", "write an HTML report here")
 	serverPID := fs.Int("server-pid", 0, "sample this local server process's RSS")
+	serverMetrics := fs.String("server-metrics", "", "sample go_goroutines from this Prometheus URL, e.g. http://127.0.0.1:9000/metrics")
 	metrics := fs.String("metrics-listen", "", "serve Prometheus metrics of the run here, e.g. 127.0.0.1:9400")
 	quiet := fs.Bool("quiet", false, "no per-second progress")
 	inProcess := fs.Bool("in-process", false, "run workers as goroutines instead of processes")
@@ -122,7 +123,7 @@ func benchRun(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "spindle bench run: %v\n", err)
 		return 2
 	}
-	opt := bench.Options{ServerPID: *serverPID, MetricsListen: *metrics}
+	opt := bench.Options{ServerPID: *serverPID, ServerMetrics: *serverMetrics, MetricsListen: *metrics}
 	if !*quiet {
 		opt.Progress = stderr
 	}
