@@ -24,7 +24,7 @@ func (n *Node) Admit(r *http.Request) (release func(), err error) {
 		return nil, errors.New("node is shutting down")
 	}
 	if n.admit != nil {
-		if err := n.admit("session"); err != nil {
+		if err := n.admit(); err != nil {
 			n.metrics.refused.WithLabelValues("overloaded").Inc()
 			return nil, err
 		}

@@ -35,9 +35,9 @@ type Options struct {
 	Verifier *auth.Verifier        // nil: only anonymous connections (when allowed)
 	Logger   *slog.Logger          // nil: slog.Default()
 	Registry prometheus.Registerer // nil: metrics are kept but not exported
-	// Admission, when set, is asked before each new session ("session");
-	// an error refuses it with 503 (see guard/admission).
-	Admission func(kind string) error
+	// Admission, when set, is asked before each new session; an error
+	// refuses it with 503 (see guard/admission).
+	Admission func() error
 	Version   string
 }
 
@@ -53,7 +53,7 @@ type Node struct {
 	broker   broker.Broker
 	presence broker.PresenceManager
 	verifier *auth.Verifier
-	admit    func(kind string) error // nil: no admission control
+	admit    func() error // nil: no admission control
 	version  string
 	started  time.Time
 	metrics  *metrics

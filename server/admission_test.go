@@ -16,7 +16,9 @@ import (
 
 // Shedding refuses new sessions and API calls with 503 and Retry-After and
 // turns readiness off, while an established session keeps receiving; after
-// calm it admits again.
+// calm it admits again. Scheduler latency that sheds new sessions (a
+// connection storm) still lets API calls through: they feed the
+// established subscribers; only far higher latency sheds them too.
 func TestAdmissionSheds(t *testing.T) {
 	srv := startServer(t, nil)
 	c := dial(t, srv, nil)
@@ -24,10 +26,16 @@ func TestAdmissionSheds(t *testing.T) {
 	c.cmd("subscribe", map[string]any{"channel": "news"})
 
 	now := time.Now()
-	srv.Admission().Observe(signals.Reading{At: now, SchedP99: time.Second})
+	storm := signals.Reading{At: now, SchedP99: 300 * time.Millisecond}
+	srv.Admission().Observe(storm)
+	srv.APIAdmission().Observe(storm)
 	if _, resp, err := websocketDial(srv, nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("upgrade while shedding: %v %v", err, resp)
 	}
+	if code, out := api(t, srv, "key", "info", map[string]any{}); code != 200 {
+		t.Fatalf("API call while only sessions are shed: %d %v", code, out)
+	}
+	srv.APIAdmission().Observe(signals.Reading{At: now, SchedP99: time.Second})
 	code, _ := api(t, srv, "key", "info", map[string]any{})
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("API call while shedding: %d", code)
@@ -42,7 +50,9 @@ func TestAdmissionSheds(t *testing.T) {
 		t.Fatal("the established session stopped receiving while shedding")
 	}
 	for i := 1; i <= 100; i++ { // calm: past the 2 s of hysteresis, then back to full rate
-		srv.Admission().Observe(signals.Reading{At: now.Add(time.Duration(i) * 250 * time.Millisecond)})
+		calm := signals.Reading{At: now.Add(time.Duration(i) * 250 * time.Millisecond)}
+		srv.Admission().Observe(calm)
+		srv.APIAdmission().Observe(calm)
 	}
 	if st, _ := srv.Admission().State(); st != admission.Calm {
 		t.Fatalf("state %v after calm", st)

@@ -53,7 +53,8 @@ type Server struct {
 	admin    *admin.Server // nil when the admin listener is disabled
 	brokerOK func() error  // the broker's health (Redis reachable); nil for memory
 	watch    *watchdog.Watchdog
-	adm      *admission.Controller
+	adm      *admission.Controller // new sessions
+	admAPI   *admission.Controller // server API calls
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -107,7 +108,12 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	if lim := admission.SetMemoryLimit(int64(cfg.MemoryLimit)); lim < math.MaxInt64 {
 		o.Logger.Info("memory limit", "bytes", lim, "from", memoryLimitSource(cfg))
 	}
-	s.adm = admission.New(admission.Config{Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
+	s.adm = admission.New(admission.Config{Kind: "session", Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
+	// API calls feed the established subscribers: a connection storm that
+	// raises scheduler latency must not cut their publications, so only a
+	// far higher latency sheds them (see guard/admission).
+	s.admAPI = admission.New(admission.Config{Kind: "api", SchedSoft: 50 * time.Millisecond, SchedHard: 500 * time.Millisecond,
+		Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
 	var br broker.Broker
 	var pm broker.PresenceManager
 	br, pm, s.brokerOK = newBroker(cfg)
@@ -128,7 +134,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		_ = br.Close()
 		return nil, err
 	}
-	s.api = api.New(s.Node, api.Config{Admit: func() error { return s.adm.Admit("api") }, Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch, MaxBodySize: int64(cfg.APIMaxBodySize)}, o.Logger)
+	s.api = api.New(s.Node, api.Config{Admit: s.admAPI.Admit, Key: cfg.APIKey, MaxBatchCommands: cfg.APIMaxBatch, MaxBodySize: int64(cfg.APIMaxBodySize)}, o.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
 	mux.Handle("/api/", s.api)
@@ -199,11 +205,13 @@ func (s *Server) Start() error {
 	}
 	s.watch.Start()
 	s.adm.Start()
+	s.admAPI.Start()
 	if s.admin != nil {
 		if err := s.admin.Start(s.Config.AdminListen); err != nil {
 			s.stopped = true
 			s.watch.Stop()
 			s.adm.Stop()
+			s.admAPI.Stop()
 			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
 		s.admin.SetReadyCheck(s.ready)
@@ -271,6 +279,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := errors.Join(s.api.Shutdown(ctx), s.Node.Shutdown(ctx), s.closeTransport(), s.closeAdmin())
 	s.watch.Stop()
 	s.adm.Stop()
+	s.admAPI.Stop()
 	return err
 }
 
@@ -283,6 +292,7 @@ func (s *Server) Close() error {
 	err := errors.Join(s.closeTransport(), s.Node.Close(), s.closeAdmin())
 	s.watch.Stop()
 	s.adm.Stop()
+	s.admAPI.Stop()
 	return err
 }
 
@@ -321,8 +331,12 @@ func (s *Server) Load() signals.Gateway {
 	return g
 }
 
-// Admission is the server's admission controller.
+// Admission is the admission controller of new sessions; its shedding
+// also turns readiness off.
 func (s *Server) Admission() *admission.Controller { return s.adm }
+
+// APIAdmission is the admission controller of server API calls.
+func (s *Server) APIAdmission() *admission.Controller { return s.admAPI }
 
 // Capture asks the watchdog for a capture now (SIGUSR2 does this).
 func (s *Server) Capture(reason string) (watchdog.Capture, error) { return s.watch.Capture(reason) }

@@ -635,3 +635,27 @@ func TestPingPong(t *testing.T) {
 		t.Errorf("stats %+v, want 1 client", st)
 	}
 }
+
+// With MaxConnections, an upgrade past the limit gets 503 and one is
+// accepted again once a connection closed.
+func TestMaxConnections(t *testing.T) {
+	s := start(t, Config{MaxConnections: 2})
+	a, b := dial(t, s.wsURL(), nil), dial(t, s.wsURL(), nil)
+	waitUntil := func(cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("condition not met; stats %+v", s.Stats())
+			}
+		}
+	}
+	waitUntil(func() bool { return s.Stats().Conns == 2 })
+	_, resp, err := websocket.DefaultDialer.Dial(s.wsURL(), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third upgrade: %v (response %v), want 503", err, resp)
+	}
+	_ = a.Close()
+	waitUntil(func() bool { return s.Stats().Conns == 1 })
+	dial(t, s.wsURL(), nil)
+	_ = b
+}

@@ -76,6 +76,10 @@ func badRequest(err error) error { return &protocolError{closeBadRequest, err} }
 // serveWS upgrades the request and hands the connection to the hub, which
 // starts its read and write pumps.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if max := s.cfg.MaxConnections; max > 0 && s.Stats().Conns >= int64(max) {
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
+		return
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)

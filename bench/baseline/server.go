@@ -44,6 +44,9 @@ type Config struct {
 	MaxMessageSize int64
 	// BufferSize is the WebSocket read and write buffer size (default 1024).
 	BufferSize int
+	// MaxConnections refuses upgrades with 503 while this many connections
+	// are open, the usual counter check; 0: no limit.
+	MaxConnections int
 
 	// Logger receives debug and warning records; nil discards them.
 	Logger *slog.Logger

@@ -22,6 +22,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	ping := fs.Duration("ping-interval", 25*time.Second, "server ping period")
 	maxMsg := fs.Int64("max-message-size", 64<<10, "largest client message in bytes")
 	grace := fs.Duration("shutdown-grace-period", 10*time.Second, "time to flush clients on shutdown before cutting them off")
+	maxConns := fs.Int("max-connections", 0, "refuse upgrades with 503 while this many connections are open (0: no limit)")
 	verbose := fs.Bool("v", false, "log client errors")
 	pos, rc, ok := parseFlags(fs, args, false, stdout, stderr)
 	if !ok {
@@ -51,6 +52,7 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		TokenHMACSecret: *secret,
 		PingInterval:    *ping,
 		MaxMessageSize:  *maxMsg,
+		MaxConnections:  *maxConns,
 		Logger:          log,
 	})
 	hs := &http.Server{Handler: hub, ReadHeaderTimeout: 10 * time.Second}

@@ -21,6 +21,16 @@
 // admitted until every signal has been below its soft bound for
 // RecoverAfter (hysteresis, so it does not flap). Established sessions are
 // never touched.
+//
+// A gateway runs one controller per kind of work, each with its own bounds:
+// new sessions, which a storm of connections brings, and server API calls,
+// which feed the established subscribers. Shedding new sessions costs the
+// established clients nothing, so the session controller sheds at the
+// default bounds; the API controller is given higher scheduler-latency
+// bounds, so that a connection storm, which raises scheduler latency but is
+// not helped by refusing publishes, does not cut the established clients'
+// publications, while an API flood (calls in flight, fan-out time) still
+// sheds API calls.
 package admission
 
 import (
@@ -39,6 +49,7 @@ import (
 
 // Config sets the controller's bounds; zero values take the defaults.
 type Config struct {
+	Kind         string                 // what it admits, "session" or "api": the kind label of its metrics
 	Interval     time.Duration          // sampling period; 250 ms
 	SchedSoft    time.Duration          // scheduler latency p99 where throttling starts; 10 ms
 	SchedHard    time.Duration          // ... and shedding; 100 ms
@@ -90,7 +101,7 @@ type Controller struct {
 	mLimit    prometheus.GaugeFunc
 	mState    prometheus.GaugeFunc
 	mPressure prometheus.Gauge
-	mAdmitted *prometheus.CounterVec
+	mAdmitted prometheus.Counter
 	mShed     *prometheus.CounterVec
 }
 
@@ -130,15 +141,21 @@ func New(cfg Config) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Kind == "" {
+		cfg.Kind = "session"
+	}
 	c := &Controller{cfg: cfg, log: cfg.Logger, tasks: task.NewGroup(context.Background()), rate: cfg.MaxRate, tokens: cfg.MaxRate / 4}
 	c.sampler.Gateway = cfg.Gateway
-	c.mLimit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_limit", Help: "Admissions per second the controller allows now."},
+	kind := prometheus.Labels{"kind": cfg.Kind}
+	c.mLimit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_limit", Help: "Admissions per second the controller allows now, by kind.", ConstLabels: kind},
 		func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return c.rate })
-	c.mState = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_state", Help: "0 calm, 1 throttling, 2 shedding."},
+	c.mState = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_state", Help: "0 calm, 1 throttling, 2 shedding, by kind.", ConstLabels: kind},
 		func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return float64(c.state) })
-	c.mPressure = prometheus.NewGauge(prometheus.GaugeOpts{Name: "spindle_admission_pressure", Help: "The largest signal over its soft bound (1: throttling starts)."})
-	c.mAdmitted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spindle_admission_admitted_total", Help: "Sessions and API calls admitted, by kind."}, []string{"kind"})
-	c.mShed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spindle_admission_shed_total", Help: "Sessions and API calls refused by admission, by reason."}, []string{"reason"})
+	c.mPressure = prometheus.NewGauge(prometheus.GaugeOpts{Name: "spindle_admission_pressure", Help: "The largest signal over its soft bound (1: throttling starts), by kind.", ConstLabels: kind})
+	c.mAdmitted = prometheus.NewCounter(prometheus.CounterOpts{Name: "spindle_admission_admitted_total", Help: "Sessions and API calls admitted, by kind.", ConstLabels: kind})
+	c.mShed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spindle_admission_shed_total", Help: "Sessions and API calls refused by admission, by kind and reason.", ConstLabels: kind}, []string{"reason"})
+	c.mShed.WithLabelValues("shedding")
+	c.mShed.WithLabelValues("throttled")
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(c.mLimit, c.mState, c.mPressure, c.mAdmitted, c.mShed)
 	}
@@ -146,7 +163,7 @@ func New(cfg Config) *Controller {
 }
 
 // Start samples the runtime until Stop.
-func (c *Controller) Start() { c.tasks.Go("guard.admission", c.run) }
+func (c *Controller) Start() { c.tasks.Go("guard.admission."+c.cfg.Kind, c.run) }
 
 // Stop ends the sampling.
 func (c *Controller) Stop() { c.tasks.Stop() }
@@ -197,7 +214,7 @@ func (c *Controller) Observe(s signals.Reading) {
 		}
 	}
 	if c.state != before {
-		c.log.Warn("admission "+c.state.String(), "was", before.String(), "why", c.why,
+		c.log.Warn("admission "+c.state.String(), "kind", c.cfg.Kind, "was", before.String(), "why", c.why,
 			"rate", math.Round(c.rate), "sched_p99", s.SchedP99, "heap_share", math.Round(s.HeapShare*100)/100, "goroutines", s.Goroutines,
 			"queued_bytes", s.QueuedBytes, "slow_per_second", math.Round(s.SlowPerSecond), "api_in_flight", s.APIInFlight, "fanout_p99", s.FanoutP99)
 	}
@@ -233,9 +250,9 @@ func (c *Controller) pressure(s signals.Reading) (soft float64, softWhy string, 
 	return soft, softWhy, hard, hardWhy
 }
 
-// Admit asks for one admission of kind ("session" or "api"). It returns
-// nil, or an error saying why not (overloaded or throttled).
-func (c *Controller) Admit(kind string) error {
+// Admit asks for one admission. It returns nil, or an error saying why not
+// (overloaded or throttled).
+func (c *Controller) Admit() error {
 	now := time.Now()
 	c.mu.Lock()
 	if c.state == Shedding {
@@ -246,7 +263,7 @@ func (c *Controller) Admit(kind string) error {
 	}
 	if c.state == Calm { // no limit while calm: the rate only binds under pressure
 		c.mu.Unlock()
-		c.mAdmitted.WithLabelValues(kind).Inc()
+		c.mAdmitted.Inc()
 		return nil
 	}
 	if !c.tokensAt.IsZero() {
@@ -261,7 +278,7 @@ func (c *Controller) Admit(kind string) error {
 	}
 	c.tokens--
 	c.mu.Unlock()
-	c.mAdmitted.WithLabelValues(kind).Inc()
+	c.mAdmitted.Inc()
 	return nil
 }
 

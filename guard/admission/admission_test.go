@@ -25,13 +25,13 @@ func TestAIMD(t *testing.T) {
 		t.Fatalf("after pressure: %v at %v/s", st, c.rate)
 	}
 	for i := 1; i <= 20; i++ {
-		c.Observe(signals.Reading{At: at(250*i), SchedP99: 20 * time.Millisecond})
+		c.Observe(signals.Reading{At: at(250 * i), SchedP99: 20 * time.Millisecond})
 	}
 	if c.rate != 10 {
 		t.Fatalf("rate %v under steady pressure, want the minimum 10", c.rate)
 	}
 	for i := 21; i <= 60; i++ {
-		c.Observe(signals.Reading{At: at(250*i), SchedP99: time.Millisecond})
+		c.Observe(signals.Reading{At: at(250 * i), SchedP99: time.Millisecond})
 	}
 	if st, _ := c.State(); st != Calm || c.rate != 1000 {
 		t.Fatalf("after calm: %v at %v/s", st, c.rate)
@@ -43,7 +43,7 @@ func TestAIMD(t *testing.T) {
 func TestShedAndHysteresis(t *testing.T) {
 	c := New(Config{RecoverAfter: time.Second})
 	c.Observe(signals.Reading{At: at(0), HeapShare: 0.97})
-	if err := c.Admit("session"); err == nil || c.Ready() == nil {
+	if err := c.Admit(); err == nil || c.Ready() == nil {
 		t.Fatal("admitted while shedding")
 	}
 	c.Observe(signals.Reading{At: at(250)})
@@ -62,13 +62,13 @@ func TestShedAndHysteresis(t *testing.T) {
 // The admission rate is a token bucket at the controller's rate.
 func TestAdmitRate(t *testing.T) {
 	c := New(Config{MaxRate: 40})
-	if c.Admit("api") != nil {
+	if c.Admit() != nil {
 		t.Fatal("refused while calm")
 	}
 	c.Observe(signals.Reading{At: at(0), SchedP99: 12 * time.Millisecond}) // throttling: 28/s
 	admitted := 0
 	for range 100 {
-		if c.Admit("api") == nil {
+		if c.Admit() == nil {
 			admitted++
 		}
 	}

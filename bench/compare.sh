@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs scenarios against `spindle serve` and against the gorilla baseline hub,
+# one server after the other on the same machine, and compares the results.
+#   bench/compare.sh OUTDIR SCENARIO [SCENARIO...]
+# The scenarios run at the same time against each server; the first is the
+# one measured and compared, the others are load beside it (a connection
+# storm). Each writes OUTDIR/{spindle,baseline}[-N].{json,html}.
+# SPINDLE_FLAGS and BASELINE_FLAGS add flags to `spindle serve` and
+# `spindle baseline-hub` (e.g. --max-connections 2000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$1
+shift
+scenarios=("$@")
+mkdir -p "$out"
+go build -o "$out/spindle" ./cmd/spindle
+bin=$out/spindle
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# wait_http URL: until the server answers (at most 10 s).
+wait_http() {
+	for _ in $(seq 100); do
+		curl -s -o /dev/null "$1" && return 0
+		sleep 0.1
+	done
+	echo "compare: $1 does not answer" >&2
+	return 1
+}
+
+run() { # name pid ws api [extra bench flags]
+	local name=$1 pid=$2 ws=$3 api=$4
+	shift 4
+	local runs=() i
+	for i in "${!scenarios[@]}"; do
+		local tag=$name
+		((i > 0)) && tag=$name-$i
+		"$bin" bench run "${scenarios[$i]}" --url "$ws" --api "$api" --api-key key --hmac-secret secret \
+			--server-pid "$pid" --out "$out/$tag.json" --html "$out/$tag.html" --quiet "$@" &
+		runs+=($!)
+	done
+	for i in "${runs[@]}"; do wait "$i"; done
+	kill -0 "$pid" 2>/dev/null || { echo "compare: $name died during the run" >&2; return 1; }
+}
+
+# shellcheck disable=SC2086 # the flags are meant to split
+"$bin" serve --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19000 --api-key key \
+	--token-hmac-secret secret --log-level warn --max-connections 19500 ${SPINDLE_FLAGS:-} >"$out/serve.log" 2>&1 &
+pids+=($!)
+wait_http http://127.0.0.1:19000/readyz
+echo "== spindle serve"
+run spindle "${pids[0]}" ws://127.0.0.1:18000/connection/websocket http://127.0.0.1:18000/api \
+	--server-metrics http://127.0.0.1:19000/metrics
+kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+
+# shellcheck disable=SC2086
+"$bin" baseline-hub --listen 127.0.0.1:18100 --api-key key --token-hmac-secret secret ${BASELINE_FLAGS:-} >"$out/baseline.log" 2>&1 &
+pids+=($!)
+wait_http http://127.0.0.1:18100/
+echo "== baseline-hub (gorilla/websocket, goroutine pair per connection)"
+run baseline "${pids[1]}" ws://127.0.0.1:18100/connection/websocket http://127.0.0.1:18100/api
+kill "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
+
+echo "== spindle (a) vs baseline (b)"
+"$bin" bench compare "$out/spindle.json" "$out/baseline.json"
