@@ -13,7 +13,7 @@ import (
 
 func startAdmin(t *testing.T, info func() any) string {
 	t.Helper()
-	s := New(prometheus.NewRegistry(), info, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(Config{Registry: prometheus.NewRegistry(), Info: info, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := s.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -37,20 +37,23 @@ func get(t *testing.T, url, accept string) (int, string, string) {
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
 }
 
-var endpoints = []string{"/healthz", "/readyz", "/metrics", "/debug/pprof/", "/info"}
+var endpoints = []string{"/healthz", "/readyz", "/metrics", "/debug/pprof/", "/info", "/index"}
 
-// The root of the admin listener (the URL serve prints) is an index of its
-// endpoints: HTML for browsers, plain text otherwise; each link answers.
+// Without a page, the root of the admin listener (the URL serve prints) is
+// an index of its endpoints: HTML for browsers, plain text otherwise, and
+// the HTML index is also at /index; each link answers.
 func TestIndex(t *testing.T) {
 	base := startAdmin(t, func() any { return map[string]int{"n": 1} })
 
-	code, ctype, body := get(t, base+"/", "text/html,application/xhtml+xml,*/*;q=0.8")
-	if code != 200 || !strings.HasPrefix(ctype, "text/html") {
-		t.Fatalf("GET / as a browser: %d %q", code, ctype)
-	}
-	for _, p := range endpoints {
-		if !strings.Contains(body, `href="`+p+`"`) {
-			t.Errorf("HTML index has no link to %s:\n%s", p, body)
+	for _, p := range []string{"/", "/index"} {
+		code, ctype, body := get(t, base+p, "text/html,application/xhtml+xml,*/*;q=0.8")
+		if code != 200 || !strings.HasPrefix(ctype, "text/html") {
+			t.Fatalf("GET %s as a browser: %d %q", p, code, ctype)
+		}
+		for _, e := range endpoints {
+			if !strings.Contains(body, `href="`+e+`"`) {
+				t.Errorf("HTML index at %s has no link to %s:\n%s", p, e, body)
+			}
 		}
 	}
 	for _, accept := range []string{"", "*/*", "text/plain"} {

@@ -25,6 +25,7 @@ type Config struct {
 	Listen      string `yaml:"listen"`       // client WebSocket and server API address
 	AdminListen string `yaml:"admin_listen"` // health, metrics and pprof address; empty disables
 	APIKey      string `yaml:"api_key"`      // X-API-Key for /api; generated at start when empty
+	AdminToken  string `yaml:"admin_token"`  // asked by the admin page, /debug/* and /info; empty: open
 	LogLevel    string `yaml:"log_level"`    // debug, info, warn, error
 
 	TokenHMACSecret     string `yaml:"token_hmac_secret"`      // HS256 secret for connection and subscription JWTs
@@ -86,6 +87,7 @@ var settings = []Setting{
 	{Key: "listen", Usage: "client WebSocket and server API address"},
 	{Key: "admin_listen", Usage: "admin address: /, /healthz, /readyz, /metrics, /debug/pprof/, /info (empty disables)"},
 	{Key: "api_key", Usage: "X-API-Key for the server API (generated when empty)"},
+	{Key: "admin_token", Usage: "token the admin page, /debug/* and /info ask for (Authorization: Bearer, or the login form); empty: open"},
 	{Key: "log_level", Usage: "debug, info, warn or error"},
 	{Key: "token_hmac_secret", Usage: "HS256 secret for connection and subscription JWTs (generated when no key is set)"},
 	{Key: "token_rsa_public_key", Usage: "PEM, or path of a PEM file, of an RSA public key for RS256 tokens"},

@@ -321,6 +321,7 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"listen":                         {"0.0.0.0:1", func(c *Config) { c.Listen = "0.0.0.0:1" }},
 		"admin_listen":                   {"", func(c *Config) { c.AdminListen = "" }},
 		"api_key":                        {"k", func(c *Config) { c.APIKey = "k" }},
+		"admin_token":                    {"t", func(c *Config) { c.AdminToken = "t" }},
 		"log_level":                      {"warn", func(c *Config) { c.LogLevel = "warn" }},
 		"token_hmac_secret":              {"s", func(c *Config) { c.TokenHMACSecret = "s" }},
 		"token_rsa_public_key":           {"/k/rsa.pem", func(c *Config) { c.TokenRSAPublicKey = "/k/rsa.pem" }},

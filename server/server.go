@@ -179,7 +179,10 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		return nil, err
 	}
 	if cfg.AdminListen != "" {
-		s.admin = admin.New(s.Registry, func() any { return s.Node.Info() }, o.Logger)
+		s.admin = admin.New(admin.Config{
+			Registry: s.Registry, Info: func() any { return s.Node.Info() },
+			Page: s.adminPage(), Token: cfg.AdminToken, Logger: o.Logger,
+		})
 		s.watch.Routes(s.admin)
 	}
 	return s, nil

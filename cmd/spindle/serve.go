@@ -151,7 +151,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintf(stdout, "  clients: %s\n", srv.WebSocketURL())
 	fmt.Fprintf(stdout, "  api:     %s/<method>  (header X-API-Key)\n", srv.APIURL())
 	if a := srv.AdminAddr(); a != "" {
-		fmt.Fprintf(stdout, "  admin:   http://%s/  (/healthz /readyz /metrics /debug/pprof/ /info)\n", a)
+		fmt.Fprintf(stdout, "  admin:   http://%s/  (the admin page; /healthz /readyz /metrics /debug/pprof/ /info)\n", a)
+		if srv.Config.AdminToken == "" {
+			fmt.Fprintln(stdout, "           open to anyone who reaches it: set --admin-token (SPINDLE_ADMIN_TOKEN) to require a token")
+		}
 	}
 	fmt.Fprintf(stdout, "  captures: %s  (kill -USR2 %d for one now)\n", srv.CaptureDir(), os.Getpid())
 	for _, g := range srv.Generated {

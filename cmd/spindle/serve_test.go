@@ -124,6 +124,7 @@ var serveFlagValues = map[string]string{
 	"listen":                         "127.0.0.1:0",
 	"admin_listen":                   "127.0.0.1:0",
 	"api_key":                        "flag-key",
+	"admin_token":                    "flag-admin-token",
 	"log_level":                      "warn",
 	"token_hmac_secret":              "flag-secret",
 	"token_rsa_public_key":           "",
@@ -182,9 +183,13 @@ func originStatus(t *testing.T, ws, origin string) int {
 	return resp.StatusCode
 }
 
+// getInfo reads /info, sending serveFlagValues' admin token (a listener
+// without a token ignores it).
 func getInfo(t *testing.T, admin string) map[string]any {
 	t.Helper()
-	resp, err := http.Get(admin + "info")
+	req, _ := http.NewRequest(http.MethodGet, admin+"info", nil)
+	req.Header.Set("Authorization", "Bearer "+serveFlagValues["admin_token"])
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +231,11 @@ func TestServeFlagForEveryScalarKey(t *testing.T) {
 	ws, admin := p.wsURL(t), p.adminURL(t)
 	if got := getInfo(t, admin)["max_clients"]; got != float64(100) {
 		t.Errorf("--max-connections 100: /info max_clients = %v", got)
+	}
+	if resp, err := http.Get(admin + "info"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("--admin-token: /info without the token answered %d, want 401", resp.StatusCode)
 	}
 	for origin, want := range map[string]int{"https://a.example": 101, "https://x.b.example": 101, "https://evil.example": 403} {
 		if got := originStatus(t, ws, origin); got != want {
