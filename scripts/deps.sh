@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine: Node's packages for the
-# interop tests, and Debian packages (redis-server, chromium, the Python
+# interop tests and the Dockerfile linter, and Debian packages (redis-server,
+# chromium, prometheus for promtool, kubernetes-client for kubectl, the Python
 # packages of the Autobahn|Testsuite client) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,10 @@ need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# promtool and kubectl, for deploy/'s alert-rule and manifest tests (Debian's
+# kubectl is old, 1.20, and enough for `create --dry-run=client`).
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # The Autobahn|Testsuite fuzzing client that scripts/autobahn.sh runs.
 for p in python3-autobahn python3-twisted python3-jinja2 python3-openssl python3-service-identity python3-txaio; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
@@ -46,4 +51,9 @@ fi
 if [ -f interop/package.json ]; then
 	echo "deps: npm ci in interop/" >&2
 	(cd interop && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The Dockerfile linter deploy/dockerfile_test.go runs (pinned the same way).
+if [ -f deploy/lint/package.json ]; then
+	echo "deps: npm ci in deploy/lint/" >&2
+	(cd deploy/lint && npm ci --no-audit --no-fund --loglevel=error)
 fi
