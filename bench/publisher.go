@@ -168,6 +168,15 @@ func (p *publisher) send(ctx context.Context, i int, q <-chan pubJob) {
 		now := time.Now()
 		p.mu.Lock()
 		p.starts[j.channel] = append(p.starts[j.channel], now.UnixNano())
+		if late := now.Sub(j.intended); late > p.sc.PublishTimeout.D() {
+			// The senders cannot offer this much: a publication a whole
+			// timeout late is not sent, so a flood's backlog stays bounded.
+			p.nFailed++
+			p.failed[j.channel] = append(p.failed[j.channel], j.seq)
+			p.errors["publish_skipped_late"]++
+			p.mu.Unlock()
+			continue
+		}
 		p.mu.Unlock()
 		var err error
 		pctx, cancel := context.WithTimeout(ctx, p.sc.PublishTimeout.D())

@@ -20,6 +20,8 @@ func TestSeqTracker(t *testing.T) {
 		{"head missing", []uint64{3, 4}, 1, 4, 2, 0, 0, 2},
 		{"late before first", []uint64{3, 4, 1}, 1, 4, 3, 0, 1, 1},
 		{"nothing", nil, 1, 3, 0, 0, 0, 3},
+		{"hole split then filled", []uint64{1, 9, 5, 3, 7, 2, 4, 6, 8}, 1, 9, 9, 0, 7, 0},
+		{"late front then middle", []uint64{5, 6, 9, 1, 3, 7}, 1, 9, 6, 0, 3, 3},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -50,5 +52,24 @@ func TestPayloadRoundTrip(t *testing.T) {
 	}
 	if _, _, err := parsePayload([]byte(`{"hello":1}`)); err == nil {
 		t.Fatal("foreign payload parsed")
+	}
+}
+
+// Many holes (every other publication refused) are all kept, and asking
+// about one sequence answers for it alone.
+func TestSeqTrackerManyHoles(t *testing.T) {
+	var tr seqTracker
+	for s := uint64(1); s <= 20001; s += 2 {
+		tr.add(s)
+	}
+	if len(tr.holes) != 10000 || tr.missingWithin(1, 20001) != 10000 {
+		t.Fatalf("%d holes, %d missing; want 10,000 of each", len(tr.holes), tr.missingWithin(1, 20001))
+	}
+	if !tr.missing(10000) || tr.missing(10001) || !tr.missing(20002) {
+		t.Fatal("missing() is wrong about single sequences")
+	}
+	tr.add(10000)
+	if tr.missing(10000) || tr.missingWithin(9999, 10001) != 0 || tr.outOfOrder != 1 {
+		t.Fatalf("after filling 10,000: missing %v, within %d", tr.missing(10000), tr.missingWithin(9999, 10001))
 	}
 }

@@ -554,7 +554,7 @@ func expectation(tr *seqTracker, subDone, endedAt int64, starts []int64, failed 
 	for _, f := range failed {
 		if f >= first && f <= last {
 			expected--
-			if tr.missingWithin(f, f) == 1 {
+			if tr.missing(f) {
 				missing--
 			}
 		}
