@@ -98,12 +98,28 @@ func isStdPackage(pkg string) bool {
 	if strings.HasPrefix(pkg, "internal/") || strings.HasPrefix(pkg, "vendor/") {
 		return true
 	}
-	// cmd/... and std's own internal packages (crypto/internal/fips140/...).
-	if i := strings.Index(pkg, "/internal/"); i > 0 && stdPackages[pkg[:i]] {
+	// Internal trees of std directories: crypto/internal/fips140/...,
+	// net/http/internal, go/internal/gcimporter (go itself is no package).
+	if i := strings.Index(pkg, "/internal/"); i > 0 && stdDirs[pkg[:i]] {
 		return true
 	}
-	return strings.HasSuffix(pkg, "/internal") && stdPackages[strings.TrimSuffix(pkg, "/internal")]
+	return strings.HasSuffix(pkg, "/internal") && stdDirs[strings.TrimSuffix(pkg, "/internal")]
 }
+
+// stdDirs are the standard library packages and the directories above them
+// ("go" for go/ast).
+var stdDirs = func() map[string]bool {
+	dirs := make(map[string]bool, len(stdPackages)+16)
+	for pkg := range stdPackages {
+		for ; ; pkg = pkg[:strings.LastIndexByte(pkg, '/')] {
+			dirs[pkg] = true
+			if !strings.Contains(pkg, "/") {
+				break
+			}
+		}
+	}
+	return dirs
+}()
 
 // topUserFrame returns the index of the first frame outside the runtime and
 // standard library, or 0 if every frame is in them.

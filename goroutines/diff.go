@@ -32,6 +32,10 @@ type DiffReport struct {
 	Delta           int         `json:"delta"`
 	IntervalSeconds float64     `json:"interval_seconds,omitempty"`
 	Groups          []DiffGroup `json:"groups"`
+	// Truncated and Partial repeat the inputs' own marks ("before: …",
+	// "after: …"): counts from a cut or partly read dump are lower bounds.
+	Truncated []string `json:"truncated,omitempty"`
+	Partial   []string `json:"partial,omitempty"`
 }
 
 // Diff matches groups of two reports by [Signature] (functions, files and
@@ -47,6 +51,17 @@ func Diff(before, after *Report, interval time.Duration) *DiffReport {
 	if interval > 0 {
 		d.IntervalSeconds = interval.Seconds()
 	}
+	for _, in := range []struct {
+		name string
+		r    *Report
+	}{{"before", before}, {"after", after}} {
+		if in.r.Truncated != nil {
+			d.Truncated = append(d.Truncated, in.name+": "+in.r.Truncated.Reason)
+		}
+		if in.r.Partial {
+			d.Partial = append(d.Partial, in.name+": "+in.r.PartialReason)
+		}
+	}
 	idx := map[string]int{}
 	add := func(g *Group, after bool) {
 		i, ok := idx[g.Signature]
@@ -60,7 +75,7 @@ func Diff(before, after *Report, interval time.Duration) *DiffReport {
 		}
 		if after {
 			d.Groups[i].After += g.Count
-			if d.Groups[i].State == "unknown" { // debug=1 before, a traceback after
+			if st := d.Groups[i].State; st == "unknown" || st == StateChanOrSelect { // debug=1 before, a traceback after
 				d.Groups[i].State = g.State
 			}
 		} else {

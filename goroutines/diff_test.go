@@ -41,6 +41,12 @@ func TestDiffAcrossDumpsAndFormats(t *testing.T) {
 	if g.TopFunction != "main.(*hub).deliver" || g.Before != 12 || g.After != 20 || g.Delta != 8 || g.PerSecond != nil {
 		t.Fatalf("cross-format: %+v", g)
 	}
+	if g.State != "chan send" { // debug=1's "chan or select" gives way to the traceback's state
+		t.Errorf("cross-format state %q", g.State)
+	}
+	if d.Truncated != nil || d.Partial != nil {
+		t.Errorf("whole dumps marked: %q %q", d.Truncated, d.Partial)
+	}
 	for _, o := range d.Groups {
 		if strings.HasPrefix(o.TopFunction, "main.(*hub).publisher") && (o.Before != 1 || o.After != 1) {
 			t.Errorf("publisher not matched across formats: %+v", o)

@@ -317,7 +317,9 @@ type Group struct {
 	Locks         int      `json:"locks,omitempty"`
 	LockReceivers []string `json:"lock_receivers,omitempty"`
 	// LikelyHolders are groups that may hold the lock this group waits for:
-	// the same function in another state, or a receiver seen in their stack.
+	// goroutines in the same top function (and file) in another state, past
+	// the Lock; at most 10, largest first. A dump does not show which
+	// goroutine holds a lock.
 	LikelyHolders []int `json:"likely_holders,omitempty"`
 	// PerConnection is the id of the group of goroutines reading from the
 	// network whose count this group matches: one goroutine per open
@@ -695,7 +697,7 @@ func suspects(groups []Group) []Suspect {
 }
 
 // Analyze parses a whole dump from r and groups it. A read error is returned
-// together with the report of what was read before it.
+// together with the report of what was read before it, marked Partial.
 func Analyze(r io.Reader, opts Options) (*Report, error) {
 	p := NewParser(r)
 	p.SkipArgs(opts.Mode == Loose)
@@ -705,7 +707,9 @@ func Analyze(r io.Reader, opts Options) (*Report, error) {
 	}
 	rep := a.Report(p.Dump())
 	if err := p.Err(); err != nil {
-		return rep, fmt.Errorf("analyzing goroutine dump: %w", err)
+		err = fmt.Errorf("analyzing goroutine dump: %w", err)
+		rep.Partial, rep.PartialReason = true, err.Error()
+		return rep, err
 	}
 	return rep, nil
 }
@@ -716,20 +720,24 @@ func Analyze(r io.Reader, opts Options) (*Report, error) {
 // (exactly, or within 1% for 100 and more) is the other half of a
 // reader/writer pair, not a leak.
 func perConnection(groups []Group) []PerConnGroup {
-	type reader struct{ id, count int }
+	type reader struct {
+		ids   []int // the reader groups, first is named in readers_group
+		count int
+	}
 	var readers []reader
-	total := 0
+	var all reader
 	for _, g := range groups {
 		if g.Blocking == kindNetIO && netVerb(g.Stack) == "waiting to read from the network" && g.Count >= 3 {
-			readers = append(readers, reader{g.ID, g.Count})
-			total += g.Count
+			readers = append(readers, reader{[]int{g.ID}, g.Count})
+			all.ids = append(all.ids, g.ID)
+			all.count += g.Count
 		}
 	}
 	if len(readers) == 0 {
 		return nil
 	}
 	if len(readers) > 1 {
-		readers = append(readers, reader{readers[0].id, total})
+		readers = append(readers, all)
 	}
 	var out []PerConnGroup
 	for i := range groups {
@@ -738,9 +746,6 @@ func perConnection(groups []Group) []PerConnGroup {
 			continue
 		}
 		for _, rd := range readers {
-			if g.ID == rd.id {
-				continue
-			}
 			d := g.Count - rd.count
 			if d < 0 {
 				d = -d
@@ -748,17 +753,21 @@ func perConnection(groups []Group) []PerConnGroup {
 			if d > rd.count/100 {
 				continue
 			}
-			g.PerConnection = rd.id
+			g.PerConnection = rd.ids[0]
 			conns := "connection"
 			if rd.count != 1 {
 				conns = "connections"
 			}
+			where := "group #" + itoa(rd.ids[0])
+			if len(rd.ids) > 1 {
+				where = "groups " + strings.ReplaceAll(groupIDs(rd.ids), "group ", "")
+			}
 			text := commas(g.Count) + " goroutines per open connection (" + commas(rd.count) + " " + conns +
-				" reading from the network in group #" + itoa(rd.id) + "): " + g.TopFunction + " [" + g.State + "], not a leak"
+				" reading from the network in " + where + "): " + g.TopFunction + " [" + g.State + "], not a leak"
 			g.Description = text
 			out = append(out, PerConnGroup{
 				Group: g.ID, Count: g.Count, TopFunction: g.TopFunction, State: g.State,
-				Readers: rd.id, Connections: rd.count, Text: text,
+				Readers: rd.ids[0], Connections: rd.count, Text: text,
 			})
 			break
 		}
@@ -779,29 +788,41 @@ func commas(n int) string {
 }
 
 // lockHolders points from groups waiting for a lock to groups that may hold
-// it: goroutines in the same top function but not waiting for the lock
-// (they got past Lock), or holding one of the awaited receivers as a lock
-// receiver in a different state.
+// it: goroutines in the same top function but not waiting for a lock (they
+// got past Lock), at most maxHolders of them, largest first.
 func lockHolders(groups []Group) {
+	type site struct{ fn, file string }
+	waiting := func(g *Group) bool { return g.Blocking == kindMutex || g.Blocking == kindRWMutex }
+	wanted := map[site]bool{}
+	for i := range groups {
+		if g := &groups[i]; waiting(g) {
+			wanted[site{g.TopFunction, g.TopFile}] = true
+		}
+	}
+	if len(wanted) == 0 {
+		return
+	}
+	others := map[site][]int{} // groups are in rank order: largest first
+	for i := range groups {
+		h := &groups[i]
+		if s := (site{h.TopFunction, h.TopFile}); wanted[s] && !waiting(h) && len(others[s]) < maxHolders {
+			others[s] = append(others[s], h.ID)
+		}
+	}
 	for i := range groups {
 		g := &groups[i]
-		if g.Blocking != kindMutex && g.Blocking != kindRWMutex {
+		if !waiting(g) {
 			continue
 		}
-		for j := range groups {
-			h := &groups[j]
-			if i == j || h.Blocking == kindMutex || h.Blocking == kindRWMutex {
-				continue
-			}
-			if h.TopFunction == g.TopFunction && h.TopFile == g.TopFile {
-				g.LikelyHolders = append(g.LikelyHolders, h.ID)
-			}
-		}
-		if len(g.LikelyHolders) > 0 {
-			g.Description += "; likely held by " + groupIDs(g.LikelyHolders) + " (same function, past the Lock)"
+		if ids := others[site{g.TopFunction, g.TopFile}]; len(ids) > 0 {
+			g.LikelyHolders = ids
+			g.Description += "; likely held by " + groupIDs(ids) + " (same function, past the Lock)"
 		}
 	}
 }
+
+// maxHolders bounds LikelyHolders per group.
+const maxHolders = 10
 
 func groupIDs(ids []int) string {
 	var b strings.Builder

@@ -133,6 +133,7 @@ type Parser struct {
 	argBuf   []byte     // argument text of the goroutine being built
 	argSpans [][2]int32 // per frame: its arguments in argBuf
 	noNL     bool       // the last line read had no line ending
+	locDone  bool       // the last line handled was a complete location line
 	running  bool       // inside the "running tests:" list
 }
 
@@ -176,9 +177,12 @@ func (p *Parser) Next() bool {
 				break
 			}
 			p.noNL = true
-			p.truncation()
 		}
-		if p.line(line) {
+		done := p.line(line)
+		if p.eof {
+			p.truncation() // the last line is handled: a goroutine it started is the cut one
+		}
+		if done {
 			return true
 		}
 	}
@@ -222,13 +226,14 @@ func (p *Parser) readLine() ([]byte, error) {
 }
 
 // truncation runs at the end of the input, before the last goroutine is
-// finished: a goroutine without its closing location line, or a dump of
+// finished: a goroutine without its closing location line (or whose last
+// line, without a line ending, is not a whole location line), or a dump of
 // exactly the runtime's debug=2 size limit, was cut.
 func (p *Parser) truncation() {
 	if p.d.Truncated != "" {
 		return
 	}
-	midStack := p.sec == secGoroutine && (p.pendFn || p.noNL || (p.creator && p.cur.CreatedBy.File == ""))
+	midStack := p.sec == secGoroutine && (p.pendFn || (p.noNL && !p.locDone) || (p.creator && p.cur.CreatedBy.File == "") || len(p.cur.Frames) == 0)
 	atLimit := p.d.Format == FormatTraceback && p.d.Bytes > DebugLimit-(64<<10) && p.d.Bytes <= DebugLimit
 	switch {
 	case atLimit:
@@ -275,6 +280,7 @@ func (p *Parser) finish() bool {
 
 // line handles one input line; it reports whether a goroutine is complete.
 func (p *Parser) line(b []byte) bool {
+	p.locDone = false
 	if len(b) == 0 {
 		p.running = false
 		return p.finish()
@@ -682,6 +688,7 @@ func (p *Parser) location(b []byte) {
 	}
 	f.File, f.Line, f.Offset = p.str(file), line, off
 	p.pendFn, p.creator = false, false
+	p.locDone = true
 }
 
 func splitFileLine(b []byte) (file []byte, line int, ok bool) {

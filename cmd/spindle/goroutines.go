@@ -23,10 +23,12 @@ const goroutinesUsage = `usage: spindle goroutines <command> [flags] ...
         group a goroutine dump and explain what is stuck, on what, since when
   diff [--json] [--html FILE] [--interval DUR] [--timeout 60s] [--allow-partial] BEFORE AFTER
         show which groups appeared, disappeared, grew or shrank
-  watch [--every 10s] [--count N] [--json] URL
+  watch [--every 10s] [--count N] [--streak 2] [--timeout 60s] [--json] URL
         poll a live /debug/pprof/goroutine endpoint and print growing groups
 
-DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL.
+DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL. Input
+read only in part (corrupt gzip, broken or stalled HTTP body) exits 1 unless
+--allow-partial; a dump the runtime cut at 64 MiB is reported as truncated.
 Run "spindle goroutines <command> -h" for the flags of a command.
 `
 
@@ -112,6 +114,14 @@ func addInputFlags(fs *flag.FlagSet, partial bool) inputFlags {
 	return in
 }
 
+// check rejects a timeout that would never let a fetch finish or never end one.
+func (in inputFlags) check() error {
+	if *in.timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive, not %s", *in.timeout)
+	}
+	return nil
+}
+
 func (in inputFlags) client() *http.Client { return &http.Client{Timeout: *in.timeout} }
 
 // errPartial is returned (with the report) when the input was read in part.
@@ -126,18 +136,17 @@ func loadReport(ctx context.Context, name string, mode goroutines.GroupMode, cli
 	}
 	defer src.Close()
 	r, err := goroutines.Analyze(src, goroutines.Options{Mode: mode})
-	partial := false
-	if err != nil {
-		if r == nil || r.Total == 0 {
+	if err != nil { // r is marked partial
+		if r.Total == 0 {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		r.Partial, r.PartialReason = true, err.Error()
-		partial = true
 		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: partial input: %v (analyzed what was read)\n", name, err)
 	}
 	if r.Truncated != nil {
 		if isURL(name) {
-			trueTotal(ctx, name, client, r)
+			if err := trueTotal(ctx, name, client, r); err != nil {
+				fmt.Fprintf(stderr, "spindle goroutines: warning: %s: %v\n", name, err)
+			}
 		}
 		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: dump is truncated: %s\n", name, r.Truncated.Reason)
 	}
@@ -149,7 +158,7 @@ func loadReport(ctx context.Context, name string, mode goroutines.GroupMode, cli
 	if r.Total == 0 {
 		fmt.Fprintf(stderr, "spindle goroutines: warning: %s: no goroutines found (%d lines skipped)\n", name, r.SkippedLines)
 	}
-	if partial {
+	if r.Partial {
 		return r, errPartial
 	}
 	return r, nil
@@ -161,28 +170,32 @@ func isURL(s string) bool {
 
 // trueTotal fetches the debug=1 profile of a live URL whose debug=2 dump was
 // cut, for the real goroutine count.
-func trueTotal(ctx context.Context, name string, client *http.Client, r *goroutines.Report) {
+func trueTotal(ctx context.Context, name string, client *http.Client, r *goroutines.Report) error {
 	u, err := url.Parse(name)
 	if err != nil {
-		return
+		return fmt.Errorf("counting the goroutines of the cut dump: %w", err)
 	}
 	q := u.Query()
 	q.Set("debug", "1")
 	u.RawQuery = q.Encode()
 	src, err := goroutines.Open(ctx, u.String(), client)
 	if err != nil {
-		return
+		return fmt.Errorf("counting the goroutines of the cut dump: %w", err)
 	}
 	defer src.Close()
 	d1, err := goroutines.Analyze(src, goroutines.Options{})
-	if err != nil || d1.Total == 0 {
-		return
+	if err != nil {
+		return fmt.Errorf("counting the goroutines of the cut dump from %s: %w", u, err)
+	}
+	if d1.Total == 0 {
+		return fmt.Errorf("counting the goroutines of the cut dump: %s has no goroutine profile", u)
 	}
 	r.Truncated.TrueTotal = max(d1.DeclaredTotal, d1.Total)
 	r.Truncated.Missing = max(0, r.Truncated.TrueTotal-r.Total)
+	return nil
 }
 
-// partialExit turns a loadReport result into an error unless partial input
+// partialOK turns a loadReport result into an error unless partial input
 // is allowed.
 func partialOK(err error, in inputFlags) error {
 	if errors.Is(err, errPartial) && in.allowPartial != nil && *in.allowPartial {
@@ -224,6 +237,9 @@ DUMP is a file (gzip accepted), - for stdin, or an http(s) pprof URL.`)
 		return 2
 	}
 	mode, err := goroutines.ParseGroupMode(*group)
+	if err == nil {
+		err = in.check()
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "spindle goroutines analyze:", err)
 		return 2
@@ -278,6 +294,10 @@ two dumps (files, gzip accepted, - for stdin, or http(s) pprof URLs).`)
 		fmt.Fprintln(stderr, "spindle goroutines diff: --interval must not be negative")
 		return 2
 	}
+	if err := in.check(); err != nil {
+		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
+		return 2
+	}
 	topts, err := out.text(stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "spindle goroutines diff:", err)
@@ -327,8 +347,8 @@ func goroutinesWatch(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "spindle goroutines watch: want one http(s) URL of /debug/pprof/goroutine")
 		return 2
 	}
-	if *every <= 0 || *count < 0 || *streak < 1 {
-		fmt.Fprintln(stderr, "spindle goroutines watch: --every must be positive, --count ≥ 0, --streak ≥ 1")
+	if *every <= 0 || *count < 0 || *streak < 1 || *in.timeout <= 0 {
+		fmt.Fprintln(stderr, "spindle goroutines watch: --every and --timeout must be positive, --count ≥ 0, --streak ≥ 1")
 		return 2
 	}
 	url := pos[0]

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/pprof"
@@ -20,12 +21,7 @@ import (
 // dumpeeDump builds and runs goroutines/testdata/progs/dumpee and returns its dump.
 func dumpeeDump(t *testing.T, args ...string) []byte {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "dumpee")
-	build := exec.Command("go", "build", "-o", bin, "../../goroutines/testdata/progs/dumpee")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0") // a cgo program never reports a deadlock
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build dumpee: %v\n%s", err, out)
-	}
+	bin := buildGoroutinesProg(t, "dumpee")
 	out, err := exec.Command(bin, args...).Output()
 	if err != nil {
 		t.Fatalf("dumpee %v: %v", args, err)
@@ -283,4 +279,168 @@ func dumpeeLine(t *testing.T, substr string) int {
 	}
 	t.Fatalf("dumpee has no line with %q", substr)
 	return 0
+}
+
+// buildGoroutinesProg builds goroutines/testdata/progs/<name> into a
+// temporary directory.
+func buildGoroutinesProg(t *testing.T, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	build := exec.Command("go", "build", "-o", bin, "../../goroutines/testdata/progs/"+name)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // a cgo program never reports a deadlock
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
+// TestGoroutinesCutDumpURL: a live server whose debug=2 dump passes the
+// runtime's 64 MiB limit; analyze reports the cut in JSON, text and HTML
+// and adds the true count from the same URL's debug=1 profile.
+func TestGoroutinesCutDumpURL(t *testing.T) {
+	bin := buildGoroutinesProg(t, "bigdump")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-serve", "-n", "5000")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdoutPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	line, err := bufio.NewReader(stdoutPipe).ReadString('\n')
+	if err != nil {
+		t.Fatalf("bigdump printed no URL: %v", err)
+	}
+	u := strings.TrimSpace(line)
+
+	html := filepath.Join(t.TempDir(), "cut.html")
+	stdout, stderr, code := runG(t, "analyze", "--json", "--html", html, u)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var out struct {
+		Total     int   `json:"total"`
+		Bytes     int64 `json:"bytes"`
+		Truncated *struct {
+			Reason    string `json:"reason"`
+			Bytes     int64  `json:"bytes"`
+			TrueTotal int    `json:"true_total"`
+			Missing   int    `json:"missing"`
+		} `json:"truncated"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	tr := out.Truncated
+	if tr == nil || tr.Bytes != 64<<20 || out.Bytes != 64<<20 || !strings.Contains(tr.Reason, "64 MiB") {
+		t.Fatalf("truncated %+v bytes %d", tr, out.Bytes)
+	}
+	if tr.TrueTotal < 5001 || out.Total >= tr.TrueTotal || tr.Missing != tr.TrueTotal-out.Total {
+		t.Errorf("total %d, true_total %d, missing %d", out.Total, tr.TrueTotal, tr.Missing)
+	}
+	if !strings.Contains(stderr, "dump is truncated") {
+		t.Errorf("no warning on stderr: %s", stderr)
+	}
+	want := fmt.Sprintf("the debug=1 profile of the same URL counts %d goroutines, %d missing here", tr.TrueTotal, tr.Missing)
+	if b, err := os.ReadFile(html); err != nil || !strings.Contains(string(b), `<p class="reason" id="truncated">Truncated: dump is 67108864 bytes`) ||
+		!strings.Contains(string(b), want) {
+		t.Errorf("HTML report lacks the truncation (%v)", err)
+	}
+	text, _, code := runG(t, "analyze", u)
+	if code != 0 || !strings.Contains(text, "TRUNCATED dump is 67108864 bytes, the runtime's 64 MiB debug=2 limit") ||
+		!strings.Contains(text, "counts ") || !strings.Contains(text, " missing here") {
+		t.Errorf("text output (exit %d):\n%s", code, text[:min(len(text), 2000)])
+	}
+}
+
+// TestGoroutinesPartialInput: a gzip file cut in half and an HTTP body that
+// stalls midway are analyzed as far as they go, marked partial, and exit 1
+// unless --allow-partial; --timeout bounds the stall.
+func TestGoroutinesPartialInput(t *testing.T) {
+	dump := dumpeeDump(t, "-scenario", "broadcast", "-out", "debug2")
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(dump)
+	zw.Close()
+	dir := t.TempDir()
+	cut := filepath.Join(dir, "cut.txt.gz")
+	if err := os.WriteFile(cut, gz.Bytes()[:gz.Len()/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type partial struct {
+		Total         int    `json:"total"`
+		Partial       bool   `json:"partial"`
+		PartialReason string `json:"partial_reason"`
+	}
+	check := func(name, stdout, reason string) {
+		t.Helper()
+		var p partial
+		if err := json.Unmarshal([]byte(stdout), &p); err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, stdout)
+		}
+		if !p.Partial || !strings.Contains(p.PartialReason, reason) || p.Total == 0 || p.Total >= 42 {
+			t.Errorf("%s: %+v, want partial with %q", name, p, reason)
+		}
+	}
+	stdout, stderr, code := runG(t, "analyze", "--json", cut)
+	if code != 1 || !strings.Contains(stderr, "--allow-partial") {
+		t.Errorf("cut gzip: exit %d, want 1: %s", code, stderr)
+	}
+	check("cut gzip", stdout, "unexpected EOF")
+	stdout, _, code = runG(t, "analyze", "--json", "--allow-partial", cut)
+	if code != 0 {
+		t.Errorf("cut gzip --allow-partial: exit %d", code)
+	}
+	check("cut gzip --allow-partial", stdout, "unexpected EOF")
+	html := filepath.Join(dir, "partial.html")
+	text, _, code := runG(t, "analyze", "--allow-partial", "--html", html, cut)
+	if code != 0 || !strings.Contains(text, "PARTIAL input read only in part") {
+		t.Errorf("text (exit %d):\n%s", code, text)
+	}
+	if b, err := os.ReadFile(html); err != nil || !strings.Contains(string(b), `<p class="reason" id="partial">Partial: `) {
+		t.Errorf("HTML report lacks partial (%v)", err)
+	}
+	if _, _, code := runG(t, "diff", cut, cut); code != 1 {
+		t.Errorf("diff of partial dumps: exit %d, want 1", code)
+	}
+	stdout, _, code = runG(t, "diff", "--json", "--allow-partial", cut, cut)
+	var d struct {
+		Partial []string `json:"partial"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &d); err != nil || code != 0 || len(d.Partial) != 2 ||
+		!strings.HasPrefix(d.Partial[0], "before: ") || !strings.HasPrefix(d.Partial[1], "after: ") {
+		t.Errorf("diff --allow-partial: exit %d partial %q (%v)", code, d.Partial, err)
+	}
+	text, _, _ = runG(t, "diff", "--allow-partial", cut, cut)
+	if !strings.Contains(text, "PARTIAL before: analyzing goroutine dump: ") {
+		t.Errorf("diff text:\n%s", text)
+	}
+
+	// An HTTP body that stops halfway and hangs until the client goes away.
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(dump[:len(dump)/2])
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	defer srv.Close()
+	defer close(stop)
+	stdout, stderr, code = runG(t, "analyze", "--json", "--timeout", "1s", srv.URL+"/debug/pprof/goroutine")
+	if code != 1 {
+		t.Errorf("stalled body: exit %d, want 1: %s", code, stderr)
+	}
+	check("stalled body", stdout, "Client.Timeout")
+	if _, _, code := runG(t, "analyze", "--timeout", "-1s", cut); code != 2 {
+		t.Errorf("negative --timeout: exit %d, want 2", code)
+	}
 }

@@ -36,9 +36,10 @@ type htmlData struct {
 }
 
 var funcs = template.FuncMap{
-	"base": func(s string) string { return filepath.Base(s) },
-	"std":  func(f goroutines.Frame) bool { return goroutines.IsStdlib(f) },
-	"pct":  func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
+	"base":       func(s string) string { return filepath.Base(s) },
+	"std":        func(f goroutines.Frame) bool { return goroutines.IsStdlib(f) },
+	"pct":        func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
+	"truncation": truncationText,
 	"abs": func(n int) int {
 		if n < 0 {
 			return -n
@@ -130,10 +131,15 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.grew{color:#b00020}.shr
 <span>skipped lines <b>{{.R.SkippedLines}}</b></span></div>
 <p class="dim">Grouping: {{.R.GroupingNote}}</p>
 {{range .R.Reason}}<p class="reason">{{.}}</p>{{end}}
+{{if .R.Truncated}}<p class="reason" id="truncated">Truncated: {{truncation .R}}</p>{{end}}
+{{if .R.Partial}}<p class="reason" id="partial">Partial: input read only in part, the counts cover what was read: {{.R.PartialReason}}</p>{{end}}
+{{if .R.RunningTests}}<p id="running-tests">Running tests: {{range $i, $t := .R.RunningTests}}{{if $i}}, {{end}}<code>{{$t}}</code>{{end}}</p>{{end}}
 
 {{with .Diff}}
 <h2 id="diff">Diff: {{.BeforeTotal}} → {{.AfterTotal}} goroutines ({{printf "%+d" .Delta}}){{if .IntervalSeconds}} over {{printf "%.0f" .IntervalSeconds}}s{{end}}</h2>
 <p class="dim">Groups matched by {{.Grouping}}; sorted by growth.</p>
+{{range .Truncated}}<p class="reason diff-truncated">Truncated {{.}}</p>{{end}}
+{{range .Partial}}<p class="reason diff-partial">Partial {{.}}</p>{{end}}
 <table id="diff-table"><thead><tr><th>before</th><th>after</th><th>delta</th><th></th><th>per second</th><th>status</th><th>state</th><th>top function</th></tr></thead><tbody>
 {{range .Groups}}<tr class="diffrow {{.Status}}"><td class="n">{{.Before}}</td><td class="n">{{.After}}</td><td class="n">{{printf "%+d" .Delta}}</td>
 <td><svg width="124" height="10"><rect class="bar" x="0" y="1" height="8" width="{{barw .Delta $.MaxDelta}}" style="fill:{{if lt .Delta 0}}#1a7f37{{else}}#b00020{{end}}"/></svg></td>
@@ -152,6 +158,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.grew{color:#b00020}.shr
 {{if .R.Suspects}}<h2>Leak suspects</h2><ol id="suspects">
 {{range .R.Suspects}}<li><a href="#g{{.Group}}">group #{{.Group}}</a> {{.Reason}} <span class="dim">(score {{.Score}})</span></li>{{end}}
 </ol>{{end}}
+{{if .R.PerConnection}}<h2>Per connection (not leak suspects)</h2><ul id="per-connection">
+{{range .R.PerConnection}}<li><a href="#g{{.Group}}">group #{{.Group}}</a> {{.Text}}</li>{{end}}
+</ul>{{end}}
 {{if .R.Patterns}}<h2>Blocking patterns</h2><ul id="patterns">
 {{range .R.Patterns}}<li>{{.Text}}</li>{{end}}
 </ul>{{end}}

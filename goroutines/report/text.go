@@ -63,6 +63,15 @@ func WriteText(w io.Writer, r *goroutines.Report, o TextOptions) error {
 	if r.DeclaredTotal > 0 && r.DeclaredTotal != r.Total {
 		fmt.Fprintf(bw, "%s profile header says total %d\n", p.yellow("note"), r.DeclaredTotal)
 	}
+	if r.Truncated != nil {
+		fmt.Fprintf(bw, "%s %s\n", p.red("TRUNCATED"), truncationText(r))
+	}
+	if r.Partial {
+		fmt.Fprintf(bw, "%s input read only in part, the counts cover what was read: %s\n", p.red("PARTIAL"), r.PartialReason)
+	}
+	if len(r.RunningTests) > 0 {
+		fmt.Fprintf(bw, "%s %s\n", p.bold("running tests"), strings.Join(r.RunningTests, ", "))
+	}
 
 	fmt.Fprintf(bw, "\n%s\n", p.bold("STATES"))
 	type kv struct {
@@ -95,6 +104,12 @@ func WriteText(w io.Writer, r *goroutines.Report, o TextOptions) error {
 			fmt.Fprintf(bw, "  %d. %s %s\n", i+1, p.red(fmt.Sprintf("group #%d", s.Group)), s.Reason)
 		}
 	}
+	if len(r.PerConnection) > 0 {
+		fmt.Fprintf(bw, "\n%s\n", p.bold("PER CONNECTION (not leak suspects)"))
+		for _, pc := range r.PerConnection {
+			fmt.Fprintf(bw, "  - %s %s\n", pc.Text, p.dim(groupList([]int{pc.Group})))
+		}
+	}
 	if len(r.Patterns) > 0 {
 		fmt.Fprintf(bw, "\n%s\n", p.bold("BLOCKING PATTERNS"))
 		for _, pt := range r.Patterns {
@@ -117,6 +132,19 @@ func WriteText(w io.Writer, r *goroutines.Report, o TextOptions) error {
 		writeGroup(bw, p, &g, o.Frames)
 	}
 	return bw.Flush()
+}
+
+// truncationText says why r's dump is cut and, when known, how many
+// goroutines the cut left out.
+func truncationText(r *goroutines.Report) string {
+	t := r.Truncated
+	s := t.Reason
+	if t.TrueTotal > 0 {
+		s += fmt.Sprintf("; the debug=1 profile of the same URL counts %d goroutines, %d missing here", t.TrueTotal, t.Missing)
+	} else {
+		s += "; the counts below are lower bounds"
+	}
+	return s
 }
 
 func groupList(ids []int) string {
@@ -200,7 +228,14 @@ func WriteDiffText(w io.Writer, d *goroutines.DiffReport, o TextOptions) error {
 	if d.IntervalSeconds > 0 {
 		fmt.Fprintf(bw, " over %.0fs (%+.2f/s)", d.IntervalSeconds, float64(d.Delta)/d.IntervalSeconds)
 	}
-	fmt.Fprintf(bw, "\n%s\n\n", p.dim("groups matched by "+d.Grouping))
+	fmt.Fprintf(bw, "\n%s\n", p.dim("groups matched by "+d.Grouping))
+	for _, t := range d.Truncated {
+		fmt.Fprintf(bw, "%s %s\n", p.red("TRUNCATED"), t)
+	}
+	for _, t := range d.Partial {
+		fmt.Fprintf(bw, "%s %s\n", p.red("PARTIAL"), t)
+	}
+	fmt.Fprintln(bw)
 	n := o.groups(len(d.Groups))
 	fmt.Fprintf(bw, "%8s %8s %8s  %-11s %s\n", "BEFORE", "AFTER", "DELTA", "STATUS", "GROUP")
 	for _, g := range d.Groups[:n] {

@@ -1,7 +1,7 @@
 // Command dumpee builds known goroutine populations and dumps them, so the
 // goroutines package can be tested on real output of the Go runtime.
 //
-//	dumpee -scenario broadcast|mutex|labels|net|deadlock|panic -out debug1|debug2|wait [-msgs N]
+//	dumpee -scenario broadcast|mutex|mutexes|labels|net|deadlock|panic -out debug1|debug2|wait [-msgs N]
 //
 // With -out wait it prints "ready" and blocks until killed (send SIGQUIT for
 // a traceback). Counts are fixed so tests can check them exactly.
@@ -53,6 +53,19 @@ func (s *store) holdLock(d time.Duration) {
 	s.mu.Unlock()
 }
 
+// shard is guarded by its own mutex; the first caller of apply holds it
+// while it waits for a reply that never comes.
+type shard struct {
+	mu    sync.Mutex
+	reply chan int
+}
+
+func (s *shard) apply() {
+	s.mu.Lock()
+	<-s.reply // the holder waits here, the lock held
+	s.mu.Unlock()
+}
+
 func serveConn(ctx context.Context, in chan int) {
 	<-in
 }
@@ -93,7 +106,7 @@ func worker(id int, jobs chan int) {
 }
 
 func main() {
-	scenario := flag.String("scenario", "broadcast", "broadcast, mutex, labels, net, deadlock or panic")
+	scenario := flag.String("scenario", "broadcast", "broadcast, mutex, mutexes, labels, net, deadlock or panic")
 	out := flag.String("out", "debug2", "debug1, debug2 or wait")
 	msgs := flag.Int("msgs", 10, "messages published in the broadcast scenario")
 	flag.Parse()
@@ -122,6 +135,20 @@ func main() {
 		<-locked
 		for i := 0; i < 12; i++ {
 			go s.update()
+		}
+	case "mutexes":
+		// 10 shards, each locked by one apply waiting for a reply, with 4
+		// more applies waiting for its lock: 10 holders, 40 waiters.
+		for i := 0; i < 10; i++ {
+			s := &shard{reply: make(chan int)}
+			go s.apply()
+			for s.mu.TryLock() { // not held yet
+				s.mu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+			for j := 0; j < 4; j++ {
+				go s.apply()
+			}
 		}
 	case "labels":
 		in := make(chan int)

@@ -1,0 +1,3 @@
+module mysvc
+
+go 1.26
