@@ -1,6 +1,8 @@
 // Package broker defines how a gateway node stores channel streams and
 // presence and how publications reach every node: the Broker and
-// PresenceManager interfaces. memory/ implements them for a single node.
+// PresenceManager interfaces. memory/ implements them for a single node,
+// redis/ and nats/ for nodes sharing a Redis or a NATS; brokertest/ is the
+// suite they all pass.
 package broker
 
 import (
@@ -92,6 +94,15 @@ type Broker interface {
 type PresenceStats struct {
 	NumClients int
 	NumUsers   int
+}
+
+// StatsOf counts the clients and unique users of a presence map.
+func StatsOf(m map[string]*ClientInfo) PresenceStats {
+	users := map[string]struct{}{}
+	for _, i := range m {
+		users[i.UserID] = struct{}{}
+	}
+	return PresenceStats{NumClients: len(m), NumUsers: len(users)}
 }
 
 // PresenceManager tracks who is in a channel. Entries expire after ttl

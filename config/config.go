@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -61,13 +62,15 @@ type Config struct {
 	ShutdownGracePeriod        Duration `yaml:"shutdown_grace_period"`          // SIGTERM: time until exit
 	ShutdownReconnect          Duration `yaml:"shutdown_reconnect_window"`      // SIGTERM: disconnects are spread over this window
 
-	Broker        string   `yaml:"broker"`         // memory (one node) or redis (nodes sharing one Redis)
+	Broker        string   `yaml:"broker"`         // memory (one node), redis or nats (nodes sharing one Redis or NATS)
 	RedisAddress  string   `yaml:"redis_address"`  // host:port of Redis, for broker redis
 	RedisPrefix   string   `yaml:"redis_prefix"`   // prefix of every Redis key and pub/sub channel
 	RedisUsername string   `yaml:"redis_username"` // ACL user; empty: default
 	RedisPassword string   `yaml:"redis_password"` // empty: no AUTH
 	RedisDB       int      `yaml:"redis_db"`       // database number
 	RedisTimeout  Duration `yaml:"redis_timeout"`  // dial, read and write timeout of Redis commands
+	NatsURL       string   `yaml:"nats_url"`       // nats:// address of NATS (comma-separated for several), for broker nats
+	NatsPrefix    string   `yaml:"nats_prefix"`    // prefix of every NATS subject and of the JetStream stream's name
 
 	CaptureDir      string   `yaml:"capture_dir"`      // the watchdog's archive of captures
 	WatchdogRules   []string `yaml:"watchdog_rules"`   // "SIGNAL > VALUE for D" or "SIGNAL grow > R/s over D", see guard/watchdog
@@ -117,13 +120,15 @@ var settings = []Setting{
 	{Key: "presence_ttl", Usage: "presence entries live this long unless refreshed"},
 	{Key: "shutdown_grace_period", Usage: "SIGTERM: time until exit"},
 	{Key: "shutdown_reconnect_window", Usage: "SIGTERM: disconnects are spread over this window"},
-	{Key: "broker", Usage: "memory (a single node) or redis (nodes sharing one Redis)"},
+	{Key: "broker", Usage: "memory (a single node), redis or nats (nodes sharing one Redis or one NATS)"},
 	{Key: "redis_address", Usage: "host:port of Redis for broker redis"},
 	{Key: "redis_prefix", Usage: "prefix of every Redis key and pub/sub channel"},
 	{Key: "redis_username", Usage: "Redis ACL user name (empty: default user)"},
 	{Key: "redis_password", Usage: "Redis password (empty: no AUTH)"},
 	{Key: "redis_db", Usage: "Redis database number"},
 	{Key: "redis_timeout", Usage: "dial, read and write timeout of Redis commands"},
+	{Key: "nats_url", Usage: "nats:// address of NATS for broker nats (comma-separated for several servers)"},
+	{Key: "nats_prefix", Usage: "prefix of every NATS subject and of the JetStream stream's name"},
 	{Key: "capture_dir", Usage: "the watchdog's archive of captures (goroutine dump, heap and CPU profiles)"},
 	{Key: "watchdog_rules", Usage: `rules that trigger a capture, comma-separated: "SIGNAL > VALUE for D" or "SIGNAL grow > R/s over D"; SIGNAL goroutines, heap (bytes: 2GiB), sched_p99 (a duration: 50ms) or slow_consumers (5/s); growth for goroutines and heap`},
 	{Key: "capture_cooldown", Usage: "least time between two captures the watchdog rules trigger"},
@@ -258,6 +263,8 @@ func Default() Config {
 		RedisAddress:               "127.0.0.1:6379",
 		RedisPrefix:                "spindle",
 		RedisTimeout:               Duration(5 * time.Second),
+		NatsURL:                    "nats://127.0.0.1:4222",
+		NatsPrefix:                 "spindle",
 		Channel: ChannelOptions{
 			HistorySize:                100,
 			HistoryTTL:                 Duration(5 * time.Minute),
@@ -580,8 +587,15 @@ func (c *Config) Validate() error {
 		if c.RedisDB < 0 {
 			bad("redis_db: must not be negative")
 		}
+	case "nats":
+		if c.NatsURL == "" {
+			bad("nats_url: must not be empty with broker nats")
+		}
+		if c.NatsPrefix == "" || strings.ContainsAny(c.NatsPrefix, "*> \t\r\n/\\") || slices.Contains(strings.Split(c.NatsPrefix, "."), "") {
+			bad("nats_prefix: %q must be dot-separated subject tokens without wildcards, spaces or slashes", c.NatsPrefix)
+		}
 	default:
-		bad("broker: %q is neither memory nor redis", c.Broker)
+		bad("broker: %q is none of memory, redis and nats", c.Broker)
 	}
 	if c.MaxSubscriptions < 1 {
 		bad("max_subscriptions: must be at least 1")

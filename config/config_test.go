@@ -363,6 +363,8 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"redis_password":                 {"pw", func(c *Config) { c.RedisPassword = "pw" }},
 		"redis_db":                       {"3", func(c *Config) { c.RedisDB = 3 }},
 		"redis_timeout":                  {"2s", func(c *Config) { c.RedisTimeout = Duration(2 * time.Second) }},
+		"nats_url":                       {"nats://10.0.0.1:4223", func(c *Config) { c.NatsURL = "nats://10.0.0.1:4223" }},
+		"nats_prefix":                    {"sp.a", func(c *Config) { c.NatsPrefix = "sp.a" }},
 	}
 	for _, key := range scalarYAMLKeys(t) {
 		if _, ok := tests[key]; !ok {
@@ -514,6 +516,11 @@ func TestValidateRules(t *testing.T) {
 			c.Namespaces = []Namespace{{Name: "a", ChannelOptions: ChannelOptions{HistorySize: -1}}}
 		}, []string{"namespaces[0].history_size"}},
 		{"duplicate namespace", func(c *Config) { c.Namespaces = []Namespace{{Name: "chat"}, {Name: "chat"}} }, []string{`namespaces[1].name: "chat" appears twice`}},
+		{"broker nats", func(c *Config) { c.Broker = "nats" }, nil},
+		{"broker nats without url", func(c *Config) { c.Broker, c.NatsURL = "nats", "" }, []string{"nats_url"}},
+		{"broker nats with a wildcard prefix", func(c *Config) { c.Broker, c.NatsPrefix = "nats", "a.*" }, []string{`nats_prefix: "a.*"`}},
+		{"broker nats with an empty prefix token", func(c *Config) { c.Broker, c.NatsPrefix = "nats", "a..b" }, []string{"nats_prefix"}},
+		{"unknown broker", func(c *Config) { c.Broker = "kafka" }, []string{`broker: "kafka"`}},
 		{"good namespaces", func(c *Config) {
 			c.Namespaces = []Namespace{{Name: "chat"}, {Name: "news_feed-1"}, {Name: "h", ChannelOptions: ChannelOptions{HistorySize: 1, HistoryTTL: Duration(time.Second)}}}
 		}, nil},

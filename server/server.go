@@ -24,6 +24,7 @@ import (
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/broker/memory"
+	natsbroker "github.com/spindlehq/spindle/broker/nats"
 	redisbroker "github.com/spindlehq/spindle/broker/redis"
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
@@ -116,7 +117,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
 	var br broker.Broker
 	var pm broker.PresenceManager
-	br, pm, s.brokerOK = newBroker(cfg)
+	br, pm, s.brokerOK = newBroker(cfg, o.Logger)
 	s.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spindle_broker_up", Help: "1 while the broker answers (always 1 for the memory broker), 0 while it is unreachable.",
 	}, func() float64 {
@@ -225,13 +226,17 @@ func (s *Server) Start() error {
 
 // newBroker builds the broker cfg.Broker names, and its readiness check
 // (nil for memory).
-func newBroker(cfg config.Config) (broker.Broker, broker.PresenceManager, func() error) {
-	if cfg.Broker == "redis" {
+func newBroker(cfg config.Config, log *slog.Logger) (broker.Broker, broker.PresenceManager, func() error) {
+	switch cfg.Broker {
+	case "redis":
 		r := redisbroker.New(redisbroker.Options{
 			Address: cfg.RedisAddress, Username: cfg.RedisUsername, Password: cfg.RedisPassword,
 			DB: cfg.RedisDB, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout.D(),
 		})
 		return r, r, r.Healthy
+	case "nats":
+		n := natsbroker.New(natsbroker.Options{URL: cfg.NatsURL, Prefix: cfg.NatsPrefix, Logger: log})
+		return n, n, n.Healthy
 	}
 	m := memory.New()
 	return m, m, nil

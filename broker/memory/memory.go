@@ -5,8 +5,6 @@ package memory
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,20 +25,17 @@ const (
 // Broker implements broker.Broker and broker.PresenceManager in memory.
 //
 // Ownership of the mutable state: the channel data lives in shards, each
-// guarded by its own mutex; the lifecycle fields are guarded by life; the
-// rest is written once before other goroutines use it. Start must return
-// before Publish, PublishJoin or PublishLeave are called from other
-// goroutines: h is written under life but read under the shard locks.
+// guarded by its own mutex; life guards itself; the rest is written once
+// before other goroutines use it. Start must return before Publish,
+// PublishJoin or PublishLeave are called from other goroutines: h is
+// written by Start but read under the shard locks.
 type Broker struct {
 	seed   maphash.Seed        // set by New, read-only after
 	shards [shardCount]shard   // the array is fixed; each shard's maps are guarded by that shard's mu
 	now    func() time.Time    // set by New (tests replace it right after New), read-only after; called under shard locks and by the janitor
 	h      broker.EventHandler // written by Start before the janitor starts, read-only after (read under shard locks)
 	tasks  *task.Group         // made by New; owns the janitor; Close stops it
-
-	life    sync.Mutex // guards started and closed, and orders Start against Close
-	started bool       // set by the first Start
-	closed  bool       // set by the first Close
+	life   broker.Lifecycle
 }
 
 // shard holds the channels that hash to it. mu guards streams, subs,
@@ -91,28 +86,14 @@ func (b *Broker) shard(ch string) *shard {
 	return &b.shards[maphash.String(b.seed, ch)%shardCount]
 }
 
-func newEpoch() string {
-	var x [4]byte
-	_, _ = rand.Read(x[:])
-	return hex.EncodeToString(x[:])
-}
-
 // Start implements broker.Broker: it attaches h and starts the janitor
 // that expires history, idle streams, presence and idempotency keys. It
 // fails if the broker was already started or closed.
 func (b *Broker) Start(h broker.EventHandler) error {
-	b.life.Lock()
-	defer b.life.Unlock()
-	switch {
-	case b.closed:
-		return errors.New("memory broker: start after close")
-	case b.started:
-		return errors.New("memory broker: already started")
-	}
-	b.started = true
-	b.h = h
-	b.tasks.Go("broker.memory.janitor", b.janitor)
-	return nil
+	return b.life.Start("memory", func() {
+		b.h = h
+		b.tasks.Go("broker.memory.janitor", b.janitor)
+	})
 }
 
 // janitor runs expire every second until Close.
@@ -134,9 +115,7 @@ func (b *Broker) janitor(ctx context.Context) {
 // Delivery itself is synchronous in Publish, PublishJoin and PublishLeave,
 // so the node stops calling those before it closes the broker.
 func (b *Broker) Close() error {
-	b.life.Lock()
-	b.closed = true
-	b.life.Unlock()
+	b.life.Close()
 	b.tasks.Stop()
 	return nil
 }
@@ -184,7 +163,7 @@ func (b *Broker) Publish(_ context.Context, ch string, data json.RawMessage, o b
 func (s *shard) stream(ch string, now time.Time) *stream {
 	st, ok := s.streams[ch]
 	if !ok {
-		st = &stream{epoch: newEpoch(), touched: now, ttl: minStreamTTL}
+		st = &stream{epoch: broker.NewEpoch(), touched: now, ttl: minStreamTTL}
 		s.streams[ch] = st
 	}
 	return st

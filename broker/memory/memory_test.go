@@ -14,50 +14,65 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spindlehq/spindle/broker"
-	"github.com/spindlehq/spindle/guard/task"
+	"github.com/spindlehq/spindle/broker/brokertest"
 )
 
 // TestMain fails the package if any test leaves a goroutine behind, such as
 // a janitor whose broker was never closed.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type recorder struct {
-	mu      sync.Mutex
-	offsets map[string][]uint64
-	joins   int
+// TestConformance runs the broker suite against the memory broker: one
+// node, so the cross-node cases skip. Its clock is real time, moved
+// forward when the suite wants an idle stream collected.
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, brokertest.Backend{
+		NewCluster: func(t *testing.T) func() brokertest.Node {
+			return func() brokertest.Node {
+				c := &fakeClock{real: true}
+				b := New()
+				b.now = c.Now
+				t.Cleanup(func() { _ = b.Close() })
+				return clocked{b, c}
+			}
+		},
+		Collect: func(t *testing.T, n brokertest.Node, ch string) {
+			b := n.(clocked)
+			b.clock.Advance(minStreamTTL + time.Minute) // past the lifetime of the suite's streams
+			b.expire()
+			if _, ok := storedPubs(b.Broker, ch); ok {
+				t.Fatalf("expire kept the stream of %q past its lifetime", ch)
+			}
+		},
+	})
 }
 
-func newRecorder() *recorder { return &recorder{offsets: map[string][]uint64{}} }
-
-func (r *recorder) HandlePublication(ch string, p *broker.Publication, _ broker.StreamPosition) {
-	r.mu.Lock()
-	r.offsets[ch] = append(r.offsets[ch], p.Offset)
-	r.mu.Unlock()
-}
-func (r *recorder) HandleJoin(string, *broker.ClientInfo)  { r.mu.Lock(); r.joins++; r.mu.Unlock() }
-func (r *recorder) HandleLeave(string, *broker.ClientInfo) {}
-
-func (r *recorder) delivered(ch string) []uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.offsets[ch])
+// clocked is a memory broker with the clock it reads.
+type clocked struct {
+	*Broker
+	clock *fakeClock
 }
 
-// fakeClock is the broker's time in tests: it stands still until Advance.
+// fakeClock is the broker's time in tests: it stands still until Advance,
+// or, when real, is real time plus what Advance added.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu    sync.Mutex
+	t     time.Time
+	real  bool
+	added time.Duration
 }
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.t
+	if c.real {
+		return time.Now().Add(c.added)
+	}
+	return c.t.Add(c.added)
 }
 
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
-	c.t = c.t.Add(d)
+	c.added += d
 	c.mu.Unlock()
 }
 
@@ -76,10 +91,10 @@ func newBroker(t *testing.T) (*Broker, *fakeClock) {
 // Its janitor runs on a real 1 s ticker but reads the fake clock, so a tick
 // does what expire at the current fake time does; tests inspect stored state
 // only right after calling expire themselves.
-func start(t *testing.T) (*Broker, *recorder, *fakeClock) {
+func start(t *testing.T) (*Broker, *brokertest.Recorder, *fakeClock) {
 	t.Helper()
 	b, c := newBroker(t)
-	r := newRecorder()
+	r := brokertest.NewRecorder()
 	if err := b.Start(r); err != nil {
 		t.Fatal(err)
 	}
@@ -117,14 +132,6 @@ func storedPresence(b *Broker, ch string) (ids []string, ok bool) {
 	return slices.Sorted(maps.Keys(m)), ok
 }
 
-func offsets(pubs []*broker.Publication) []uint64 {
-	out := []uint64{}
-	for _, p := range pubs {
-		out = append(out, p.Offset)
-	}
-	return out
-}
-
 func presentIDs(t *testing.T, b *Broker, ch string) []string {
 	t.Helper()
 	m, err := b.Presence(ctx, ch)
@@ -135,90 +142,6 @@ func presentIDs(t *testing.T, b *Broker, ch string) []string {
 }
 
 var ctx = context.Background()
-
-func TestOrderUnderConcurrentPublishers(t *testing.T) {
-	b, r, _ := start(t)
-	_ = b.Subscribe(ctx, "c")
-	var wg sync.WaitGroup
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 500; i++ {
-				if _, err := b.Publish(ctx, "c", json.RawMessage(`1`), broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}); err != nil {
-					t.Error(err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	got := r.offsets["c"]
-	if len(got) != 4000 {
-		t.Fatalf("%d deliveries, want 4000", len(got))
-	}
-	for i, o := range got {
-		if o != uint64(i+1) {
-			t.Fatalf("delivery %d has offset %d: not strictly increasing without gaps", i, o)
-		}
-	}
-}
-
-func TestHistoryAndRecovery(t *testing.T) {
-	b, _, _ := start(t)
-	opts := broker.PublishOptions{HistorySize: 3, HistoryTTL: time.Minute}
-	var sp broker.StreamPosition
-	for i := 1; i <= 5; i++ {
-		sp, _ = b.Publish(ctx, "h", json.RawMessage(fmt.Sprint(i)), opts)
-	}
-	pubs, top, err := b.History(ctx, "h", broker.HistoryFilter{Limit: -1})
-	if err != nil || len(pubs) != 3 || pubs[0].Offset != 3 || top != sp {
-		t.Fatalf("history = %d pubs from %v, top %v (publish said %v), err %v", len(pubs), pubs[0].Offset, top, sp, err)
-	}
-	pubs, _, err = b.History(ctx, "h", broker.HistoryFilter{Since: &broker.StreamPosition{Offset: 3, Epoch: sp.Epoch}, Limit: -1})
-	if err != nil || len(pubs) != 2 || pubs[0].Offset != 4 {
-		t.Fatalf("since 3: %d pubs, err %v", len(pubs), err)
-	}
-	if _, _, err = b.History(ctx, "h", broker.HistoryFilter{Since: &broker.StreamPosition{Offset: 1, Epoch: sp.Epoch}, Limit: -1}); !errors.Is(err, broker.ErrUnrecoverablePosition) {
-		t.Fatalf("evicted position: err %v", err)
-	}
-	if _, cur, err := b.History(ctx, "h", broker.HistoryFilter{Since: &broker.StreamPosition{Offset: 4, Epoch: "x"}, Limit: -1}); !errors.Is(err, broker.ErrUnrecoverablePosition) || cur != sp {
-		t.Fatalf("wrong epoch: err %v, position %v", err, cur)
-	}
-	rev, _, _ := b.History(ctx, "h", broker.HistoryFilter{Limit: 2, Reverse: true})
-	if len(rev) != 2 || rev[0].Offset != 5 {
-		t.Fatalf("reverse = %v", rev)
-	}
-	// Removing history keeps the stream's epoch and offset (as Centrifugo
-	// does): a subscriber at the top continues, one behind cannot recover.
-	_ = b.RemoveHistory(ctx, "h")
-	pubs, after, _ := b.History(ctx, "h", broker.HistoryFilter{Limit: -1})
-	if len(pubs) != 0 || after != sp {
-		t.Fatalf("after remove: %d publications at %v (before %v)", len(pubs), after, sp)
-	}
-	if _, _, err := b.History(ctx, "h", broker.HistoryFilter{Since: &sp, Limit: -1}); err != nil {
-		t.Fatalf("continuing from the top after remove: %v", err)
-	}
-	behind := broker.StreamPosition{Offset: sp.Offset - 1, Epoch: sp.Epoch}
-	if _, _, err := b.History(ctx, "h", broker.HistoryFilter{Since: &behind, Limit: -1}); !errors.Is(err, broker.ErrUnrecoverablePosition) {
-		t.Fatalf("recovering removed publications: %v", err)
-	}
-	next, _ := b.Publish(ctx, "h", json.RawMessage(`6`), broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute})
-	if next.Epoch != sp.Epoch || next.Offset != sp.Offset+1 {
-		t.Fatalf("publish after remove: %v, want offset %d in epoch %s", next, sp.Offset+1, sp.Epoch)
-	}
-}
-
-func TestNoDeliveryWithoutSubscribe(t *testing.T) {
-	b, r, _ := start(t)
-	_, _ = b.Publish(ctx, "n", json.RawMessage(`1`), broker.PublishOptions{})
-	_ = b.Subscribe(ctx, "n")
-	_ = b.PublishJoin(ctx, "n", &broker.ClientInfo{ClientID: "c"})
-	_ = b.Unsubscribe(ctx, "n")
-	_, _ = b.Publish(ctx, "n", json.RawMessage(`1`), broker.PublishOptions{})
-	if len(r.offsets["n"]) != 0 || r.joins != 1 || len(b.Channels()) != 0 {
-		t.Fatalf("deliveries %d joins %d channels %v", len(r.offsets["n"]), r.joins, b.Channels())
-	}
-}
 
 func TestHistoryTTL(t *testing.T) {
 	const ttl = time.Minute
@@ -231,12 +154,12 @@ func TestHistoryTTL(t *testing.T) {
 		c.Advance(ttl / 2)
 		sp2, _ := b.Publish(ctx, "t", json.RawMessage(`2`), o)
 		c.Advance(ttl/2 - time.Nanosecond) // 1 ns before the first expires
-		if pubs, sp, _ := b.History(ctx, "t", broker.HistoryFilter{Limit: -1}); !slices.Equal(offsets(pubs), []uint64{1, 2}) || sp != sp2 {
-			t.Fatalf("just before TTL: offsets %v at %v, want [1 2] at %v", offsets(pubs), sp, sp2)
+		if pubs, sp, _ := b.History(ctx, "t", broker.HistoryFilter{Limit: -1}); !slices.Equal(brokertest.Offsets(pubs), []uint64{1, 2}) || sp != sp2 {
+			t.Fatalf("just before TTL: offsets %v at %v, want [1 2] at %v", brokertest.Offsets(pubs), sp, sp2)
 		}
 		c.Advance(time.Nanosecond) // the first is exactly ttl old: gone
-		if pubs, sp, _ := b.History(ctx, "t", broker.HistoryFilter{Limit: -1}); !slices.Equal(offsets(pubs), []uint64{2}) || sp != sp2 {
-			t.Fatalf("at the first TTL: offsets %v at %v, want [2] at %v", offsets(pubs), sp, sp2)
+		if pubs, sp, _ := b.History(ctx, "t", broker.HistoryFilter{Limit: -1}); !slices.Equal(brokertest.Offsets(pubs), []uint64{2}) || sp != sp2 {
+			t.Fatalf("at the first TTL: offsets %v at %v, want [2] at %v", brokertest.Offsets(pubs), sp, sp2)
 		}
 		if _, _, err := b.History(ctx, "t", broker.HistoryFilter{Since: &broker.StreamPosition{Offset: 0, Epoch: sp1.Epoch}, Limit: -1}); !errors.Is(err, broker.ErrUnrecoverablePosition) {
 			t.Fatalf("since 0 after offset 1 expired: err %v, want ErrUnrecoverablePosition", err)
@@ -284,12 +207,12 @@ func TestIdempotency(t *testing.T) {
 			_ = b.Subscribe(ctx, "j")
 			o := broker.PublishOptions{HistorySize: 10, HistoryTTL: time.Hour, IdempotencyKey: "k"}
 			a, _ := b.Publish(ctx, "i", json.RawMessage(`1`), o)
-			if again, _ := b.Publish(ctx, "i", json.RawMessage(`1`), o); again != a || len(r.delivered("i")) != 1 {
-				t.Fatalf("repeat key published again: %v then %v, %d deliveries", a, again, len(r.delivered("i")))
+			if again, _ := b.Publish(ctx, "i", json.RawMessage(`1`), o); again != a || len(r.Delivered("i")) != 1 {
+				t.Fatalf("repeat key published again: %v then %v, %d deliveries", a, again, len(r.Delivered("i")))
 			}
 			// The key belongs to the channel.
-			if other, _ := b.Publish(ctx, "j", json.RawMessage(`1`), o); other.Offset != 1 || len(r.delivered("j")) != 1 {
-				t.Fatalf("same key on another channel: %v, %d deliveries", other, len(r.delivered("j")))
+			if other, _ := b.Publish(ctx, "j", json.RawMessage(`1`), o); other.Offset != 1 || len(r.Delivered("j")) != 1 {
+				t.Fatalf("same key on another channel: %v, %d deliveries", other, len(r.Delivered("j")))
 			}
 
 			c.Advance(idempotencyTTL - time.Nanosecond)
@@ -297,8 +220,8 @@ func TestIdempotency(t *testing.T) {
 			if janitor && !storedIdem(b, "i", "k") {
 				t.Fatal("key dropped by expire 1 ns before its TTL")
 			}
-			if again, _ := b.Publish(ctx, "i", json.RawMessage(`1`), o); again != a || len(r.delivered("i")) != 1 {
-				t.Fatalf("1 ns before key TTL: %v (first %v), %d deliveries, want the first result and 1", again, a, len(r.delivered("i")))
+			if again, _ := b.Publish(ctx, "i", json.RawMessage(`1`), o); again != a || len(r.Delivered("i")) != 1 {
+				t.Fatalf("1 ns before key TTL: %v (first %v), %d deliveries, want the first result and 1", again, a, len(r.Delivered("i")))
 			}
 
 			c.Advance(time.Nanosecond) // exactly idempotencyTTL after the first publication
@@ -307,8 +230,8 @@ func TestIdempotency(t *testing.T) {
 				t.Fatal("key kept by expire at its TTL")
 			}
 			d, _ := b.Publish(ctx, "i", json.RawMessage(`1`), o)
-			if d.Offset != 2 || d.Epoch != a.Epoch || !slices.Equal(r.delivered("i"), []uint64{1, 2}) {
-				t.Fatalf("at key TTL: %v, deliveries %v, want offset 2 delivered", d, r.delivered("i"))
+			if d.Offset != 2 || d.Epoch != a.Epoch || !slices.Equal(r.Delivered("i"), []uint64{1, 2}) {
+				t.Fatalf("at key TTL: %v, deliveries %v, want offset 2 delivered", d, r.Delivered("i"))
 			}
 			// Publishing again registered the key anew, for another idempotencyTTL.
 			c.Advance(idempotencyTTL - time.Nanosecond)
@@ -322,20 +245,6 @@ func TestIdempotency(t *testing.T) {
 				t.Fatal("keys kept after expire at their TTL")
 			}
 		})
-	}
-}
-
-func TestIdempotencyWithoutHistory(t *testing.T) {
-	b, r, _ := start(t)
-	_ = b.Subscribe(ctx, "n")
-	o := broker.PublishOptions{IdempotencyKey: "k"}
-	for range 2 {
-		if sp, err := b.Publish(ctx, "n", json.RawMessage(`1`), o); err != nil || sp != (broker.StreamPosition{}) {
-			t.Fatalf("publish without history: %v, %v", sp, err)
-		}
-	}
-	if n := len(r.delivered("n")); n != 1 {
-		t.Fatalf("%d deliveries for a repeated key, want 1", n)
 	}
 }
 
@@ -467,62 +376,9 @@ func TestStreamGC(t *testing.T) {
 	})
 }
 
-func TestStartTwice(t *testing.T) {
-	b, r, _ := start(t)
-	if err := b.Start(newRecorder()); err == nil {
-		t.Fatal("second Start succeeded")
-	}
-	// The first handler still gets the events.
-	_ = b.Subscribe(ctx, "s")
-	_, _ = b.Publish(ctx, "s", json.RawMessage(`1`), broker.PublishOptions{HistorySize: 1})
-	if got := r.delivered("s"); !slices.Equal(got, []uint64{1}) {
-		t.Fatalf("first handler got %v after a second Start", got)
-	}
-}
-
-func TestCloseBeforeStart(t *testing.T) {
-	b := New()
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	if err := b.Start(newRecorder()); err == nil {
-		t.Fatal("Start after Close succeeded")
-	}
-	goleak.VerifyNone(t)
-}
-
-func TestCloseStopsJanitor(t *testing.T) {
-	b := New()
-	if err := b.Start(newRecorder()); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			if err := b.Close(); err != nil {
-				t.Error(err)
-			}
-			// Every Close returns only once the janitor has exited.
-			for _, i := range task.List() {
-				if i.Name == "broker.memory.janitor" {
-					t.Error("Close returned before the janitor exited")
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := b.Close(); err != nil {
-		t.Fatalf("Close after Close: %v", err)
-	}
-	goleak.VerifyNone(t)
-}
-
 func BenchmarkPublishHistory(b *testing.B) {
 	br := New()
-	_ = br.Start(newRecorder())
+	_ = br.Start(brokertest.NewRecorder())
 	defer br.Close()
 	data := json.RawMessage(`{"text":"hello"}`)
 	o := broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}
@@ -534,7 +390,7 @@ func BenchmarkPublishHistory(b *testing.B) {
 
 func BenchmarkPublishNoHistory(b *testing.B) {
 	br := New()
-	_ = br.Start(newRecorder())
+	_ = br.Start(brokertest.NewRecorder())
 	defer br.Close()
 	data := json.RawMessage(`{"text":"hello"}`)
 	b.ReportAllocs()

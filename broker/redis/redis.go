@@ -48,8 +48,6 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +60,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spindlehq/spindle/broker"
+	"github.com/spindlehq/spindle/broker/wire"
+	"github.com/spindlehq/spindle/guard/task"
 )
 
 const (
@@ -83,8 +83,8 @@ type Options struct {
 // Broker implements broker.Broker and broker.PresenceManager on Redis.
 //
 // Ownership: client and ps are safe for concurrent use (go-redis); h is
-// written by Start before the reader starts and read only by it; subs and
-// waiters are guarded by mu; the lifecycle fields by life; healthErr by hmu.
+// written by Start before the reader starts and read only by it; tasks owns
+// the reader; subs and waiters are guarded by mu; healthErr by hmu.
 type Broker struct {
 	client  *goredis.Client
 	ps      *goredis.PubSub
@@ -92,10 +92,8 @@ type Broker struct {
 	timeout time.Duration
 	idemTTL time.Duration // tests shorten it
 
-	h    broker.EventHandler
-	ctx  context.Context // cancelled by Close
-	stop context.CancelFunc
-	done chan struct{} // closed when the reader exits
+	h     broker.EventHandler
+	tasks *task.Group // owns the reader; its context is the pub/sub connection's; Close stops it
 
 	mu      sync.Mutex
 	subs    map[string]struct{}        // channels this node subscribed to
@@ -105,9 +103,7 @@ type Broker struct {
 	hmu       sync.Mutex
 	healthErr error // the pub/sub connection's last error, nil once it works again
 
-	life    sync.Mutex
-	started bool
-	closed  bool
+	life broker.Lifecycle
 }
 
 // New returns a broker on the Redis at o.Address. It does not connect yet:
@@ -125,11 +121,11 @@ func New(o Options) *Broker {
 		MaxRetries: -1, // a failed publish is reported, not retried: a retry after a lost reply could publish twice
 		Protocol:   2,
 	})
-	ctx, cancel := context.WithCancel(context.Background())
+	tasks := task.NewGroup(context.Background())
 	return &Broker{
-		client: c, ps: c.Subscribe(ctx), prefix: o.Prefix, timeout: o.Timeout, idemTTL: defaultIdempotencyTTL,
-		ctx: ctx, stop: cancel, done: make(chan struct{}),
-		subs: map[string]struct{}{}, waiters: map[string][]chan struct{}{},
+		client: c, ps: c.Subscribe(tasks.Context()), prefix: o.Prefix, timeout: o.Timeout, idemTTL: defaultIdempotencyTTL,
+		tasks: tasks,
+		subs:  map[string]struct{}{}, waiters: map[string][]chan struct{}{},
 	}
 }
 
@@ -140,47 +136,26 @@ func (b *Broker) presKey(ch string) string       { return b.prefix + ".presence.
 func (b *Broker) presExpKey(ch string) string    { return b.prefix + ".presence_exp.{" + ch + "}" }
 func (b *Broker) pubsubChannel(ch string) string { return b.prefix + ".ch." + ch }
 
-func newEpoch() string {
-	var x [4]byte
-	_, _ = rand.Read(x[:])
-	return hex.EncodeToString(x[:])
-}
-
 // Start implements broker.Broker: it starts the goroutine that reads the
 // pub/sub connection and delivers to h.
 func (b *Broker) Start(h broker.EventHandler) error {
-	b.life.Lock()
-	defer b.life.Unlock()
-	switch {
-	case b.closed:
-		return errors.New("redis broker: start after close")
-	case b.started:
-		return errors.New("redis broker: already started")
-	}
-	b.started = true
-	b.h = h
-	b.mu.Lock()
-	b.reading = true
-	b.mu.Unlock()
-	go b.read()
-	return nil
+	return b.life.Start("redis", func() {
+		b.h = h
+		b.mu.Lock()
+		b.reading = true
+		b.mu.Unlock()
+		b.tasks.Go("broker.redis.reader", b.read)
+	})
 }
 
 // Close implements broker.Broker: it stops the reader, waits for it and
 // closes the connections. It may be called before Start and more than once.
 func (b *Broker) Close() error {
-	b.life.Lock()
-	first := !b.closed
-	b.closed = true
-	started := b.started
-	b.life.Unlock()
+	first, _ := b.life.Close()
 	if first {
-		b.stop()
-		_ = b.ps.Close()
+		_ = b.ps.Close() // unblocks the reader's receive
 	}
-	if started {
-		<-b.done
-	}
+	b.tasks.Stop()
 	if first {
 		return b.client.Close()
 	}
@@ -210,31 +185,30 @@ func (b *Broker) setHealth(err error) {
 }
 
 // read is the delivery goroutine.
-func (b *Broker) read() {
-	defer close(b.done)
+func (b *Broker) read(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for {
-		msg, err := b.ps.ReceiveTimeout(b.ctx, pingEvery)
-		if b.ctx.Err() != nil {
+		msg, err := b.ps.ReceiveTimeout(ctx, pingEvery)
+		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				// Quiet connection: ping it, so a dead one is noticed.
-				_ = b.ps.Ping(b.ctx)
+				_ = b.ps.Ping(ctx)
 				continue
 			}
 			b.setHealth(err)
 			select {
-			case <-b.ctx.Done():
+			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, time.Second)
 			// Reconnects (go-redis resubscribes the channels) and makes
 			// the pub/sub answer, which clears the health error.
-			_ = b.ps.Ping(b.ctx)
+			_ = b.ps.Ping(ctx)
 			continue
 		}
 		backoff = 50 * time.Millisecond
@@ -264,72 +238,6 @@ func (b *Broker) confirm(ch string) {
 	}
 }
 
-// wire is the JSON of a publication's metadata and of a ClientInfo.
-type wire struct {
-	Info *wireInfo         `json:"i,omitempty"`
-	Tags map[string]string `json:"t,omitempty"`
-	Time int64             `json:"ts,omitempty"`
-}
-
-type wireInfo struct {
-	ClientID string          `json:"c,omitempty"`
-	UserID   string          `json:"u,omitempty"`
-	ConnInfo json.RawMessage `json:"ci,omitempty"`
-	ChanInfo json.RawMessage `json:"chi,omitempty"`
-}
-
-func toWire(i *broker.ClientInfo) *wireInfo {
-	if i == nil {
-		return nil
-	}
-	return &wireInfo{ClientID: i.ClientID, UserID: i.UserID, ConnInfo: i.ConnInfo, ChanInfo: i.ChanInfo}
-}
-
-func (w *wireInfo) info() *broker.ClientInfo {
-	if w == nil {
-		return nil
-	}
-	return &broker.ClientInfo{ClientID: w.ClientID, UserID: w.UserID, ConnInfo: w.ConnInfo, ChanInfo: w.ChanInfo}
-}
-
-// encodeBody is a publication without its offset: metadata JSON (which
-// holds no raw newline), a newline, and the data bytes as given.
-func encodeBody(data json.RawMessage, o broker.PublishOptions, t int64) (string, error) {
-	meta, err := json.Marshal(wire{Info: toWire(o.Info), Tags: o.Tags, Time: t})
-	if err != nil {
-		return "", err
-	}
-	return string(meta) + "\n" + string(data), nil
-}
-
-func decodeBody(body string, offset uint64) (*broker.Publication, error) {
-	meta, data, ok := strings.Cut(body, "\n")
-	if !ok {
-		return nil, errors.New("redis broker: malformed publication")
-	}
-	var w wire
-	if err := json.Unmarshal([]byte(meta), &w); err != nil {
-		return nil, fmt.Errorf("redis broker: malformed publication: %w", err)
-	}
-	return &broker.Publication{Offset: offset, Data: json.RawMessage(data), Info: w.Info.info(), Tags: w.Tags, Time: w.Time}, nil
-}
-
-func encodeInfo(i *broker.ClientInfo) (string, error) {
-	if i == nil {
-		i = &broker.ClientInfo{}
-	}
-	b, err := json.Marshal(toWire(i))
-	return string(b), err
-}
-
-func decodeInfo(s string) (*broker.ClientInfo, error) {
-	var w wireInfo
-	if err := json.Unmarshal([]byte(s), &w); err != nil {
-		return nil, err
-	}
-	return w.info(), nil
-}
-
 // deliver decodes a pub/sub payload and hands it to the handler when this
 // node is still subscribed. Payloads: "p<offset> <epoch> <body>",
 // "j<info>", "l<info>".
@@ -351,13 +259,13 @@ func (b *Broker) deliver(ch, payload string) {
 		if err != nil {
 			return
 		}
-		pub, err := decodeBody(body, offset)
+		pub, err := wire.DecodeBody(body, offset)
 		if err != nil {
 			return
 		}
 		b.h.HandlePublication(ch, pub, broker.StreamPosition{Offset: offset, Epoch: epoch})
 	case 'j', 'l':
-		info, err := decodeInfo(payload[1:])
+		info, err := wire.DecodeInfo(payload[1:])
 		if err != nil {
 			return
 		}
@@ -479,7 +387,7 @@ func ms(d time.Duration) int64 { return d.Milliseconds() }
 // Publish implements broker.Broker. An error means the publication may
 // not have been made; it is never reported as made when it was not.
 func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, o broker.PublishOptions) (broker.StreamPosition, error) {
-	body, err := encodeBody(data, o, time.Now().UnixMilli())
+	body, err := wire.EncodeBody(data, o, time.Now().UnixMilli())
 	if err != nil {
 		return broker.StreamPosition{}, fmt.Errorf("redis publish %q: %w", ch, err)
 	}
@@ -490,7 +398,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, data json.RawMessage, o
 	size := max(o.HistorySize, 0)
 	res, err := publishScript.Run(ctx, b.client,
 		[]string{b.metaKey(ch), b.streamKey(ch), idem},
-		b.pubsubChannel(ch), body, size, ms(o.HistoryTTL), ms(max(o.HistoryTTL, minStreamTTL)), newEpoch(), idemTTL,
+		b.pubsubChannel(ch), body, size, ms(o.HistoryTTL), ms(max(o.HistoryTTL, minStreamTTL)), broker.NewEpoch(), idemTTL,
 	).Slice()
 	if err != nil {
 		return broker.StreamPosition{}, fmt.Errorf("redis publish %q: %w", ch, err)
@@ -508,7 +416,7 @@ func position(res []any) (broker.StreamPosition, error) {
 }
 
 func (b *Broker) publishInfo(ctx context.Context, ch string, kind byte, info *broker.ClientInfo) error {
-	s, err := encodeInfo(info)
+	s, err := wire.EncodeInfo(info)
 	if err != nil {
 		return err
 	}
@@ -618,7 +526,7 @@ func (b *Broker) History(ctx context.Context, ch string, f broker.HistoryFilter)
 		reverse = "1"
 	}
 	res, err := historyScript.Run(ctx, b.client, []string{b.metaKey(ch), b.streamKey(ch)},
-		newEpoch(), ms(minStreamTTL), since, sinceEpoch, f.Limit, reverse).Slice()
+		broker.NewEpoch(), ms(minStreamTTL), since, sinceEpoch, f.Limit, reverse).Slice()
 	if err != nil {
 		return nil, broker.StreamPosition{}, fmt.Errorf("redis history %q: %w", ch, err)
 	}
@@ -660,7 +568,7 @@ func decodeEntry(e any) (*broker.Publication, error) {
 	for i := 0; i+1 < len(fields); i += 2 {
 		if fields[i] == "d" {
 			body, _ := fields[i+1].(string)
-			return decodeBody(body, offset)
+			return wire.DecodeBody(body, offset)
 		}
 	}
 	return nil, fmt.Errorf("stream entry %q has no body", id)
@@ -680,7 +588,7 @@ func (b *Broker) AddPresence(ctx context.Context, ch, clientID string, info *bro
 	if clientID == "" {
 		return errors.New("add presence: empty client id")
 	}
-	s, err := encodeInfo(info)
+	s, err := wire.EncodeInfo(info)
 	if err != nil {
 		return err
 	}
@@ -711,7 +619,7 @@ func (b *Broker) Presence(ctx context.Context, ch string) (map[string]*broker.Cl
 	}
 	out := make(map[string]*broker.ClientInfo, len(res)/2)
 	for i := 0; i+1 < len(res); i += 2 {
-		info, err := decodeInfo(res[i+1])
+		info, err := wire.DecodeInfo(res[i+1])
 		if err != nil {
 			return nil, fmt.Errorf("redis presence %q: %w", ch, err)
 		}
@@ -726,9 +634,5 @@ func (b *Broker) PresenceStats(ctx context.Context, ch string) (broker.PresenceS
 	if err != nil {
 		return broker.PresenceStats{}, err
 	}
-	users := map[string]struct{}{}
-	for _, i := range m {
-		users[i.UserID] = struct{}{}
-	}
-	return broker.PresenceStats{NumClients: len(m), NumUsers: len(users)}, nil
+	return broker.StatsOf(m), nil
 }

@@ -166,6 +166,8 @@ var serveFlagValues = map[string]string{
 	"redis_password":                 "flagpass",
 	"redis_db":                       "2",
 	"redis_timeout":                  "3s",
+	"nats_url":                       "nats://127.0.0.1:4299",
+	"nats_prefix":                    "flagprefix",
 }
 
 func dashed(key string) string { return strings.ReplaceAll(key, "_", "-") }
