@@ -39,7 +39,7 @@ type Config struct {
 	Cooldown    time.Duration // least time between two captures a rule triggers; 0: 1 m
 	Rules       []Rule
 	Gateway     func() signals.Gateway // the gateway's load, for slow_consumers rules; nil: none
-	Webhook     string // POSTed a capture's JSON when set
+	Webhook     string                 // POSTed a capture's JSON when set
 	Logger      *slog.Logger
 	Registry    prometheus.Registerer // nil: metrics kept but not exported
 }
