@@ -10,13 +10,16 @@
 // readings, each divided by its soft bound.
 //
 // The admission rate follows AIMD, as TCP congestion control and Netflix's
-// concurrency-limits do: while pressure is below 1 the rate grows by a
-// twentieth of MaxRate a tick (additive increase, so a recovered node
-// ramps up over seconds, not at once) until it reaches MaxRate and the
-// controller is calm again, when admission is not limited at all; at or
-// above 1 it is multiplied by
-// 0.7 (multiplicative decrease, down to MinRate). AIMD needs no model of
-// the node, converges under steady load and backs off fast under a storm.
+// concurrency-limits do. While calm, admission is not limited at all. When
+// pressure first reaches 1, the limit starts at 0.7 of the rate the
+// controller was admitting over the last interval (what the node was
+// doing, not a configured guess), and is multiplied by 0.7 again every tick
+// the pressure stays (multiplicative decrease, down to MinRate). Once the
+// pressure is below 1 it grows by a twentieth of that starting rate a tick
+// (additive increase, so a recovered node ramps up over seconds, not at
+// once) until it is back there and the controller is calm. AIMD needs no
+// model of the node, converges under steady load and backs off fast under
+// a storm.
 // Past the hard bound of any signal the controller sheds: nothing new is
 // admitted until every signal has been below its soft bound for
 // RecoverAfter (hysteresis, so it does not flap). Established sessions are
@@ -61,7 +64,6 @@ type Config struct {
 	APISoft      int                    // server API calls in flight where throttling starts (4x sheds); 1000
 	FanoutSoft   time.Duration          // publication fan-out p99 where throttling starts (10x sheds); 25 ms
 	Gateway      func() signals.Gateway // the gateway's own load; nil: those signals are not read
-	MaxRate      float64                // admissions per second when calm; 5000
 	MinRate      float64                // the least rate while throttling; 50
 	RecoverAfter time.Duration          // calm this long ends shedding; 2 s
 	Logger       *slog.Logger
@@ -91,7 +93,10 @@ type Controller struct {
 	mu        sync.Mutex // guards everything below
 	state     State
 	why       string
-	rate      float64
+	rate      float64 // the limit while throttling or shedding
+	ceiling   float64 // the admission rate when throttling began: back there is calm
+	admitted  float64 // admissions since the last Observe
+	lastAt    time.Time
 	tokens    float64
 	tokensAt  time.Time
 	calmSince time.Time
@@ -132,9 +137,6 @@ func New(cfg Config) *Controller {
 	if cfg.HeapHard <= 0 {
 		cfg.HeapHard = 0.95
 	}
-	if cfg.MaxRate <= 0 {
-		cfg.MaxRate = 5000
-	}
 	if cfg.MinRate <= 0 {
 		cfg.MinRate = 50
 	}
@@ -144,10 +146,10 @@ func New(cfg Config) *Controller {
 	if cfg.Kind == "" {
 		cfg.Kind = "session"
 	}
-	c := &Controller{cfg: cfg, log: cfg.Logger, tasks: task.NewGroup(context.Background()), rate: cfg.MaxRate, tokens: cfg.MaxRate / 4}
+	c := &Controller{cfg: cfg, log: cfg.Logger, tasks: task.NewGroup(context.Background()), rate: math.Inf(1)}
 	c.sampler.Gateway = cfg.Gateway
 	kind := prometheus.Labels{"kind": cfg.Kind}
-	c.mLimit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_limit", Help: "Admissions per second the controller allows now, by kind.", ConstLabels: kind},
+	c.mLimit = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_limit", Help: "Admissions per second the controller allows now (+Inf while calm: no limit), by kind.", ConstLabels: kind},
 		func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return c.rate })
 	c.mState = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spindle_admission_state", Help: "0 calm, 1 throttling, 2 shedding, by kind.", ConstLabels: kind},
 		func() float64 { c.mu.Lock(); defer c.mu.Unlock(); return float64(c.state) })
@@ -189,7 +191,16 @@ func (c *Controller) Observe(s signals.Reading) {
 	c.mPressure.Set(pressure)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var rate float64 // admitted per second since the last reading
+	if !c.lastAt.IsZero() && now.After(c.lastAt) {
+		rate = c.admitted / now.Sub(c.lastAt).Seconds()
+	}
+	c.admitted, c.lastAt = 0, now
 	before := c.state
+	if before == Calm && (pressure >= 1 || hard >= 1) {
+		c.ceiling = max(rate, 2*c.cfg.MinRate)
+		c.rate, c.tokens, c.tokensAt = c.ceiling, c.ceiling/4, time.Time{}
+	}
 	switch {
 	case hard >= 1:
 		c.state, c.why = Shedding, hardWhy
@@ -207,10 +218,10 @@ func (c *Controller) Observe(s signals.Reading) {
 	case pressure >= 1:
 		c.state, c.why = Throttling, why
 		c.rate = max(c.rate*0.7, c.cfg.MinRate)
-	default:
-		c.rate = min(c.rate+c.cfg.MaxRate/20, c.cfg.MaxRate)
-		if c.rate >= c.cfg.MaxRate {
-			c.state, c.why = Calm, ""
+	case c.state == Throttling:
+		c.rate = min(c.rate+c.ceiling/20, c.ceiling)
+		if c.rate >= c.ceiling {
+			c.state, c.why, c.rate = Calm, "", math.Inf(1)
 		}
 	}
 	if c.state != before {
@@ -262,6 +273,7 @@ func (c *Controller) Admit() error {
 		return fmt.Errorf("overloaded, shedding load: %s", why)
 	}
 	if c.state == Calm { // no limit while calm: the rate only binds under pressure
+		c.admitted++
 		c.mu.Unlock()
 		c.mAdmitted.Inc()
 		return nil
@@ -277,6 +289,7 @@ func (c *Controller) Admit() error {
 		return fmt.Errorf("overloaded, admitting %.0f/s", rate)
 	}
 	c.tokens--
+	c.admitted++
 	c.mu.Unlock()
 	c.mAdmitted.Inc()
 	return nil

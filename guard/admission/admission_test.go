@@ -16,13 +16,20 @@ var t0 = time.Unix(1000, 0)
 
 func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 
-// Pressure over the soft bound throttles and the rate falls
-// multiplicatively; calm raises it additively back to the maximum.
+// Pressure over the soft bound throttles, starting from the rate the
+// controller was admitting, and the rate falls multiplicatively; calm
+// raises it additively back to where it started, and then it is calm.
 func TestAIMD(t *testing.T) {
-	c := New(Config{MaxRate: 1000, MinRate: 10})
+	c := New(Config{MinRate: 10})
+	c.Observe(signals.Reading{At: at(-250)})
+	for range 250 { // 1,000/s over the interval
+		if err := c.Admit(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.Observe(signals.Reading{At: at(0), SchedP99: 20 * time.Millisecond}) // 2x the soft bound
 	if st, _ := c.State(); st != Throttling || c.rate != 700 {
-		t.Fatalf("after pressure: %v at %v/s", st, c.rate)
+		t.Fatalf("after pressure: %v at %v/s, want throttling at 0.7 of 1,000/s", st, c.rate)
 	}
 	for i := 1; i <= 20; i++ {
 		c.Observe(signals.Reading{At: at(250 * i), SchedP99: 20 * time.Millisecond})
@@ -33,7 +40,7 @@ func TestAIMD(t *testing.T) {
 	for i := 21; i <= 60; i++ {
 		c.Observe(signals.Reading{At: at(250 * i), SchedP99: time.Millisecond})
 	}
-	if st, _ := c.State(); st != Calm || c.rate != 1000 {
+	if st, _ := c.State(); st != Calm || c.Admit() != nil {
 		t.Fatalf("after calm: %v at %v/s", st, c.rate)
 	}
 }
@@ -61,9 +68,12 @@ func TestShedAndHysteresis(t *testing.T) {
 
 // The admission rate is a token bucket at the controller's rate.
 func TestAdmitRate(t *testing.T) {
-	c := New(Config{MaxRate: 40})
-	if c.Admit() != nil {
-		t.Fatal("refused while calm")
+	c := New(Config{MinRate: 5})
+	c.Observe(signals.Reading{At: at(-250)})
+	for range 10 { // 40/s over the interval
+		if c.Admit() != nil {
+			t.Fatal("refused while calm")
+		}
 	}
 	c.Observe(signals.Reading{At: at(0), SchedP99: 12 * time.Millisecond}) // throttling: 28/s
 	admitted := 0
