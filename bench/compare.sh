@@ -6,7 +6,11 @@
 # one measured and compared, the others are load beside it (a connection
 # storm). Each writes OUTDIR/{spindle,baseline}[-N].{json,html}.
 # SPINDLE_FLAGS and BASELINE_FLAGS add flags to `spindle serve` and
-# `spindle baseline-hub` (e.g. --max-connections 2000).
+# `spindle baseline-hub` (e.g. --max-connections 2000). SERVER_CPUS and
+# BENCH_CPUS (taskset lists, e.g. 0 and 1) pin the server and the bench to
+# their own cores, so that the bench's work does not show up as the
+# server's latency; the scenarios after the first (the load beside it)
+# run at nice 10, below the one that measures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1
@@ -15,6 +19,9 @@ scenarios=("$@")
 mkdir -p "$out"
 go build -o "$out/spindle" ./cmd/spindle
 bin=$out/spindle
+server_cpu=() bench_cpu=()
+[ -n "${SERVER_CPUS:-}" ] && server_cpu=(taskset -c "$SERVER_CPUS")
+[ -n "${BENCH_CPUS:-}" ] && bench_cpu=(taskset -c "$BENCH_CPUS")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -36,7 +43,9 @@ run() { # name pid ws api [extra bench flags]
 	for i in "${!scenarios[@]}"; do
 		local tag=$name
 		((i > 0)) && tag=$name-$i
-		"$bin" bench run "${scenarios[$i]}" --url "$ws" --api "$api" --api-key key --hmac-secret secret \
+		local prio=()
+		((i > 0)) && prio=(nice -n 10)
+		"${bench_cpu[@]}" "${prio[@]}" "$bin" bench run "${scenarios[$i]}" --url "$ws" --api "$api" --api-key key --hmac-secret secret \
 			--server-pid "$pid" --out "$out/$tag.json" --html "$out/$tag.html" --quiet "$@" &
 		runs+=($!)
 	done
@@ -45,7 +54,7 @@ run() { # name pid ws api [extra bench flags]
 }
 
 # shellcheck disable=SC2086 # the flags are meant to split
-"$bin" serve --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19000 --api-key key \
+"${server_cpu[@]}" "$bin" serve --listen 127.0.0.1:18000 --admin-listen 127.0.0.1:19000 --api-key key \
 	--token-hmac-secret secret --log-level warn --max-connections 19500 ${SPINDLE_FLAGS:-} >"$out/serve.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:19000/readyz
@@ -55,7 +64,7 @@ run spindle "${pids[0]}" ws://127.0.0.1:18000/connection/websocket http://127.0.
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 
 # shellcheck disable=SC2086
-"$bin" baseline-hub --listen 127.0.0.1:18100 --api-key key --token-hmac-secret secret ${BASELINE_FLAGS:-} >"$out/baseline.log" 2>&1 &
+"${server_cpu[@]}" "$bin" baseline-hub --listen 127.0.0.1:18100 --api-key key --token-hmac-secret secret ${BASELINE_FLAGS:-} >"$out/baseline.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:18100/
 echo "== baseline-hub (gorilla/websocket, goroutine pair per connection)"

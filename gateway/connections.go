@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/spindlehq/spindle/transport"
 )
@@ -32,10 +33,33 @@ func (n *Node) Admit(r *http.Request) (release func(), err error) {
 	if n.admitted.Add(1) > int64(n.cfg.MaxConnections) {
 		n.admitted.Add(-1)
 		n.metrics.refused.WithLabelValues("max_connections").Inc()
-		n.log.Warn("connection limit reached", "limit", n.cfg.MaxConnections, "remote", r.RemoteAddr)
+		n.refusedFull(r.RemoteAddr)
 		return nil, fmt.Errorf("connection limit %d reached", n.cfg.MaxConnections)
 	}
 	return n.unadmit, nil
+}
+
+// Turnaway says why the transport should refuse an upgrade at its door,
+// before the event loop takes it: "draining" or "max_connections"; "" when
+// the upgrade may go on to Admit (which checks again, and reserves).
+func (n *Node) Turnaway() string {
+	switch {
+	case n.draining.Load():
+		return "draining"
+	case n.admitted.Load() >= int64(n.cfg.MaxConnections):
+		n.refusedFull("")
+		return "max_connections"
+	}
+	return ""
+}
+
+// refusedFull logs that the connection limit refused an upgrade, at most
+// once per 10 s with the count since: a storm against a full node must not
+// become a log line per connection.
+func (n *Node) refusedFull(remote string) {
+	if ok, held := n.fullLog.allow(time.Now()); ok {
+		n.log.Warn("connection limit reached", "limit", n.cfg.MaxConnections, "remote", remote, "refused_since_last_line", held)
+	}
 }
 
 // unadmit frees a place Admit reserved.
@@ -49,12 +73,17 @@ func (n *Node) Full() error {
 	return nil
 }
 
-// RefusedAtDoor counts a connection the transport refused before any
-// request: too many connections not upgraded, in all or from one address.
+// RefusedAtDoor counts a connection the transport refused before its
+// upgrade: too many connections not upgraded, in all or from one address,
+// or Turnaway's reason.
 func (n *Node) RefusedAtDoor(reason string) {
 	switch reason {
 	case "pending_per_ip":
 		n.metrics.refused.WithLabelValues("pending_per_ip").Inc()
+	case "max_connections":
+		n.metrics.refused.WithLabelValues("max_connections").Inc()
+	case "draining":
+		n.metrics.refused.WithLabelValues("draining").Inc()
 	default:
 		n.metrics.refused.WithLabelValues("pending").Inc()
 	}

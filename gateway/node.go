@@ -75,6 +75,7 @@ type Node struct {
 	admitted  atomic.Int64  // places reserved by Admit: sessions plus upgrades in progress
 	draining  atomic.Bool   // set once by Shutdown; read by Admit on every upgrade
 	slowTotal atomic.Uint64 // slow consumers disconnected, for Load
+	fullLog   sometimes     // the "connection limit reached" line
 	allGone   chan struct{} // closed when the last session is gone after draining began
 	goneOnce  sync.Once
 }
@@ -103,6 +104,7 @@ func New(cfg Config, o Options) (*Node, error) {
 		writers:  newWriters(runtime.GOMAXPROCS(0)),
 		sessions: newRegistry(),
 		allGone:  make(chan struct{}),
+		fullLog:  sometimes{period: 10 * time.Second},
 	}
 	n.rules = newRules(&n.cfg)
 	n.tasks = task.NewGroup(context.Background())

@@ -175,9 +175,13 @@ func TestReadyWhenFull(t *testing.T) {
 		_, err := client.Dial(ctx, client.Config{URL: srv.WebSocketURL(), Loop: l})
 		cancel()
 		var he *client.HandshakeError
-		if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable {
-			t.Fatalf("dial when full (loop %v): %v, want a HandshakeError with 503", l != nil, err)
+		if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || he.RetryAfter == "" {
+			t.Fatalf("dial when full (loop %v): %v, want a HandshakeError with 503 and Retry-After", l != nil, err)
 		}
+	}
+	// Refused at the door, before the event loop took them, and counted.
+	if n := metricValue(t, srv, "spindle_connections_refused_total"); n != 2 {
+		t.Fatalf("%v refusals counted, want the 2 upgrades past max_connections", n)
 	}
 	conns[0].Close()
 	waitFor(t, func() bool { return adminStatus(t, srv, "/readyz") == http.StatusOK })

@@ -160,6 +160,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		MaxPendingPerIP:  cfg.MaxPendingConnectionsPerIP,
 		APIIdleTimeout:   cfg.APIIdleTimeout.D(),
 		Refused:          s.Node.RefusedAtDoor,
+		Turnaway:         s.Node.Turnaway,
 	}, s.Node)
 	if err != nil {
 		return nil, err

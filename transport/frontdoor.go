@@ -170,16 +170,37 @@ func writeRefusal(c net.Conn, status int, msg string) {
 	defer c.Close()
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.SetReadDeadline(time.Now().Add(refuseLinger))
-	body := msg + "\n"
-	_, err := fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
-	if err != nil {
+	if _, err := io.WriteString(c, refusalResponse(status, msg)); err != nil {
 		return
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// turnAway refuses an upgrade whose head (n bytes, peeked) is all the
+// client sent: it reads the head, so that closing sends a FIN and not a
+// reset, answers 503 with Retry-After and closes at once. It is the
+// cheapest refusal there is, for a storm against a full node; writeRefusal
+// lingers instead, for clients that may still be sending.
+func turnAway(c net.Conn, n int, msg string) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	pb := headBufs.Get().(*[]byte)
+	_, err := io.ReadFull(c, (*pb)[:n])
+	headBufs.Put(pb)
+	if err != nil {
+		return
+	}
+	_, _ = io.WriteString(c, refusalResponse(http.StatusServiceUnavailable, msg))
+}
+
+// refusalResponse is a minimal HTTP error response that closes the connection.
+func refusalResponse(status int, msg string) string {
+	body := msg + "\n"
+	return fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
 }
 
 // handshake waits for the connection's request head and sends the
@@ -199,6 +220,16 @@ func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
 		return
 	}
 	if f.isUpgrade(head) {
+		if f.s.cfg.Turnaway != nil {
+			if why := f.s.cfg.Turnaway(); why != "" {
+				f.gate.leave(ip)
+				if f.s.cfg.Refused != nil {
+					f.s.cfg.Refused(why)
+				}
+				turnAway(c, len(head), "refused: "+why)
+				return
+			}
+		}
 		f.handOff(c, ip, time.Until(deadline))
 		return
 	}

@@ -62,7 +62,12 @@ type Config struct {
 	MaxPending       int                 // connections not upgraded at once (handshakes, API); 0: 1024
 	MaxPendingPerIP  int                 // of those, from one source address; 0: 256
 	APIIdleTimeout   time.Duration       // an idle keep-alive API connection is closed after this; 0: 30 s
-	Refused          func(reason string) // told of each connection refused at the door ("pending", "pending_per_ip")
+	Refused          func(reason string) // told of each connection refused at the door ("pending", "pending_per_ip", or Turnaway's reason)
+	// Turnaway, when set, is asked once an upgrade request's head has
+	// arrived: a reason refuses it at the door with 503, before the event
+	// loop takes the connection (the cheap refusal a connection storm
+	// against a full node gets); "" lets it through to Admit.
+	Turnaway func() (reason string)
 
 	CloseGrace time.Duration // how long a closing connection may take to write out its close frame before it is reset; 0: 3 s
 }

@@ -13,7 +13,8 @@
 // concurrency-limits do. While calm, admission is not limited at all. When
 // pressure first reaches 1, the limit starts at 0.7 of the rate the
 // controller was admitting over the last interval (what the node was
-// doing, not a configured guess), and is multiplied by 0.7 again every tick
+// doing), or of StartRate when that was less (so that pressure at a quiet
+// moment does not choke the ramp-up that follows), and is multiplied by 0.7 again every tick
 // the pressure stays (multiplicative decrease, down to MinRate). Once the
 // pressure is below 1 it grows by a twentieth of that starting rate a tick
 // (additive increase, so a recovered node ramps up over seconds, not at
@@ -65,6 +66,7 @@ type Config struct {
 	FanoutSoft   time.Duration          // publication fan-out p99 where throttling starts (10x sheds); 25 ms
 	Gateway      func() signals.Gateway // the gateway's own load; nil: those signals are not read
 	MinRate      float64                // the least rate while throttling; 50
+	StartRate    float64                // the least rate throttling starts from, when less was admitted before; 1000
 	RecoverAfter time.Duration          // calm this long ends shedding; 2 s
 	Logger       *slog.Logger
 	Registry     prometheus.Registerer
@@ -140,6 +142,9 @@ func New(cfg Config) *Controller {
 	if cfg.MinRate <= 0 {
 		cfg.MinRate = 50
 	}
+	if cfg.StartRate <= 0 {
+		cfg.StartRate = 1000
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -198,7 +203,7 @@ func (c *Controller) Observe(s signals.Reading) {
 	c.admitted, c.lastAt = 0, now
 	before := c.state
 	if before == Calm && (pressure >= 1 || hard >= 1) {
-		c.ceiling = max(rate, 2*c.cfg.MinRate)
+		c.ceiling = max(rate, c.cfg.StartRate, c.cfg.MinRate)
 		c.rate, c.tokens, c.tokensAt = c.ceiling, c.ceiling/4, time.Time{}
 	}
 	switch {

@@ -20,7 +20,7 @@ func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) 
 // controller was admitting, and the rate falls multiplicatively; calm
 // raises it additively back to where it started, and then it is calm.
 func TestAIMD(t *testing.T) {
-	c := New(Config{MinRate: 10})
+	c := New(Config{MinRate: 10, StartRate: 100})
 	c.Observe(signals.Reading{At: at(-250)})
 	for range 250 { // 1,000/s over the interval
 		if err := c.Admit(); err != nil {
@@ -68,7 +68,7 @@ func TestShedAndHysteresis(t *testing.T) {
 
 // The admission rate is a token bucket at the controller's rate.
 func TestAdmitRate(t *testing.T) {
-	c := New(Config{MinRate: 5})
+	c := New(Config{MinRate: 5, StartRate: 5})
 	c.Observe(signals.Reading{At: at(-250)})
 	for range 10 { // 40/s over the interval
 		if c.Admit() != nil {
