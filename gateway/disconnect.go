@@ -23,5 +23,10 @@ var (
 	DisconnectForce            = Disconnect{3503, "force disconnect"}
 )
 
-// unsubscribeServer is the code of an unsubscribe push the server decided.
-const unsubscribeServer = 2000
+// Codes of unsubscribe pushes: the server decided; or the node missed
+// publications, so the client should resubscribe and recover (the SDKs
+// resubscribe on codes from 2500).
+const (
+	unsubscribeServer            = 2000
+	unsubscribeInsufficientState = 2500
+)

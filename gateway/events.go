@@ -12,13 +12,17 @@ import (
 // framed once and handed to the hub, which only enqueues.
 
 // HandlePublication implements broker.EventHandler.
-func (n *Node) HandlePublication(ch string, pub *broker.Publication, _ broker.StreamPosition) {
+func (n *Node) HandlePublication(ch string, pub *broker.Publication, sp broker.StreamPosition) {
 	frame, err := encodePush(&protocol.Push{Channel: ch, Pub: toProtoPub(pub)})
 	if err != nil {
 		n.log.Error("encode publication", "channel", ch, "err", err)
 		return
 	}
 	n.metrics.published.Inc()
+	if pub.Offset > 0 && n.hub.advance(ch, sp) {
+		n.resync(ch, frame, pub.Offset)
+		return
+	}
 	start := time.Now()
 	d := n.hub.broadcast(ch, frame, pub.Offset, false)
 	n.metrics.fanout.Observe(time.Since(start).Seconds())

@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+
+	"github.com/spindlehq/spindle/broker"
 )
 
 // hub maps channels to the local sessions subscribed to them. Each shard's
@@ -18,12 +20,16 @@ type hub struct {
 type hubShard struct {
 	mu       sync.RWMutex
 	channels map[string]map[*session]*subscription
+	// last is the stream position of the latest publication delivered
+	// for a channel, kept while the channel has local subscribers.
+	last map[string]broker.StreamPosition
 }
 
 func newHub() *hub {
 	h := &hub{seed: maphash.MakeSeed()}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]map[*session]*subscription)
+		h.shards[i].last = make(map[string]broker.StreamPosition)
 	}
 	return h
 }
@@ -66,9 +72,25 @@ func (h *hub) remove(s *session, sub *subscription) (last bool) {
 	h.subs.Add(-1)
 	if len(m) == 0 {
 		delete(sh.channels, sub.channel)
+		delete(sh.last, sub.channel)
 		return true
 	}
 	return false
+}
+
+// advance records sp as ch's latest stream position and reports whether it
+// does not follow the one before (a gap: publications this node never got,
+// or a new epoch). A channel without local subscribers keeps no position.
+func (h *hub) advance(ch string, sp broker.StreamPosition) (gap bool) {
+	sh := h.shard(ch)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.channels[ch]; !ok {
+		return false
+	}
+	prev, ok := sh.last[ch]
+	sh.last[ch] = sp
+	return ok && (prev.Epoch != sp.Epoch || sp.Offset != prev.Offset+1)
 }
 
 // broadcast hands one framed message to every local subscriber of ch.

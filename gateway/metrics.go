@@ -25,6 +25,7 @@ type metrics struct {
 	authFailures    *prometheus.CounterVec
 	recoveries      *prometheus.CounterVec
 	fanout          prometheus.Histogram
+	resyncs         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -85,10 +86,13 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Name: "spindle_fanout_seconds", Help: "Time from a publication reaching this node to its last enqueue for a local subscriber.",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_resyncs_total", Help: "Times a channel's stream position jumped (publications this node missed) and its subscribers were told to recover (unsubscribe 2500).",
+		}),
 	}
 	all := []prometheus.Collector{m.connections, m.subscriptions, m.connectsTotal, m.refused, m.commandsIn, m.commandErrors,
 		m.commandDuration, m.framesOut, m.bytesOut, m.bytesIn, m.published, m.delivered, m.queueDrops,
-		m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries, m.fanout}
+		m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries, m.fanout, m.resyncs}
 	m.own = prometheus.NewRegistry()
 	m.own.MustRegister(all...)
 	if reg != nil {

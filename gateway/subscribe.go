@@ -263,7 +263,12 @@ func (s *session) unsubscribe(ctx context.Context, ch string, notice []byte) boo
 
 // unsubscribePush is the frame telling a client the server ended its subscription to ch.
 func unsubscribePush(ch string) []byte {
-	frame, err := encodePush(&protocol.Push{Channel: ch, Unsubscribe: &protocol.Unsubscribe{Code: unsubscribeServer, Reason: "server unsubscribe"}})
+	return unsubscribeFrame(ch, unsubscribeServer, "server unsubscribe")
+}
+
+// unsubscribeFrame is an unsubscribe push for ch with code and reason.
+func unsubscribeFrame(ch string, code uint32, reason string) []byte {
+	frame, err := encodePush(&protocol.Push{Channel: ch, Unsubscribe: &protocol.Unsubscribe{Code: code, Reason: reason}})
 	if err != nil {
 		panic("gateway: encode unsubscribe push: " + err.Error()) // a fixed struct always encodes
 	}
