@@ -26,15 +26,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# wait_http URL: until the server answers (at most 10 s).
-wait_http() {
-	for _ in $(seq 100); do
-		curl -s -o /dev/null "$1" && return 0
-		sleep 0.1
-	done
-	echo "compare: $1 does not answer" >&2
-	return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 run() { # name pid ws api [extra bench flags]
 	local name=$1 pid=$2 ws=$3 api=$4
