@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -78,6 +79,22 @@ type Config struct {
 	CaptureWebhook  string   `yaml:"capture_webhook"`  // a URL POSTed each capture's JSON; empty: none
 	MemoryLimit     int      `yaml:"memory_limit"`     // bytes the Go heap is kept under; 0: GOMEMLIMIT, else 90% of the container's limit
 
+	// The backend proxy (Centrifugo v5's flat names): an event is proxied
+	// when its endpoint is set; subscribe and publish also per namespace.
+	ProxyConnectEndpoint    string   `yaml:"proxy_connect_endpoint"`     // URL asked when a client connects without a token
+	ProxyConnectTimeout     Duration `yaml:"proxy_connect_timeout"`      // how long one connect call may take
+	ProxyRefreshEndpoint    string   `yaml:"proxy_refresh_endpoint"`     // URL asked when a proxied connection's expire_at passes
+	ProxyRefreshTimeout     Duration `yaml:"proxy_refresh_timeout"`      // how long one refresh call may take
+	ProxySubscribeEndpoint  string   `yaml:"proxy_subscribe_endpoint"`   // URL asked for subscriptions in namespaces with proxy_subscribe
+	ProxySubscribeTimeout   Duration `yaml:"proxy_subscribe_timeout"`    // how long one subscribe call may take
+	ProxyPublishEndpoint    string   `yaml:"proxy_publish_endpoint"`     // URL asked for client publications in namespaces with proxy_publish
+	ProxyPublishTimeout     Duration `yaml:"proxy_publish_timeout"`      // how long one publish call may take
+	ProxyRPCEndpoint        string   `yaml:"proxy_rpc_endpoint"`         // URL that answers the client's rpc commands
+	ProxyRPCTimeout         Duration `yaml:"proxy_rpc_timeout"`          // how long one rpc call may take
+	ProxySubRefreshEndpoint string   `yaml:"proxy_sub_refresh_endpoint"` // URL asked when a proxied subscription's expire_at passes, in namespaces with proxy_sub_refresh
+	ProxySubRefreshTimeout  Duration `yaml:"proxy_sub_refresh_timeout"`  // how long one sub_refresh call may take
+	ProxyHTTPHeaders        []string `yaml:"proxy_http_headers"`         // headers of the client's upgrade request copied into proxy calls
+
 	Channel    ChannelOptions `yaml:"channel"`    // options of channels without a namespace
 	Namespaces []Namespace    `yaml:"namespaces"` // channels "name:rest" take the options of namespace "name"
 }
@@ -134,6 +151,19 @@ var settings = []Setting{
 	{Key: "capture_cooldown", Usage: "least time between two captures the watchdog rules trigger"},
 	{Key: "capture_webhook", Usage: "URL POSTed each capture's JSON (empty: none)"},
 	{Key: "memory_limit", Usage: "bytes the Go heap is kept under, as GOMEMLIMIT (0: GOMEMLIMIT, else 90% of the container's memory limit)"},
+	{Key: "proxy_connect_endpoint", Usage: "backend URL asked when a client connects without a token (empty: not proxied)"},
+	{Key: "proxy_connect_timeout", Usage: "how long one connect proxy call may take"},
+	{Key: "proxy_refresh_endpoint", Usage: "backend URL asked when a proxied connection's expire_at passes (empty: it expires)"},
+	{Key: "proxy_refresh_timeout", Usage: "how long one refresh proxy call may take"},
+	{Key: "proxy_subscribe_endpoint", Usage: "backend URL asked about subscriptions in namespaces with proxy_subscribe"},
+	{Key: "proxy_subscribe_timeout", Usage: "how long one subscribe proxy call may take"},
+	{Key: "proxy_publish_endpoint", Usage: "backend URL asked about client publications in namespaces with proxy_publish"},
+	{Key: "proxy_publish_timeout", Usage: "how long one publish proxy call may take"},
+	{Key: "proxy_rpc_endpoint", Usage: "backend URL that answers the client's rpc commands (empty: 104 method not found)"},
+	{Key: "proxy_rpc_timeout", Usage: "how long one rpc proxy call may take"},
+	{Key: "proxy_sub_refresh_endpoint", Usage: "backend URL asked when a proxied subscription's expire_at passes, in namespaces with proxy_sub_refresh (else it ends)"},
+	{Key: "proxy_sub_refresh_timeout", Usage: "how long one sub_refresh proxy call may take"},
+	{Key: "proxy_http_headers", Usage: "comma-separated headers of the client's upgrade request copied into proxy calls, e.g. Cookie,Authorization"},
 }
 
 // Setting describes one top-level scalar key of Config.
@@ -177,12 +207,15 @@ type ChannelOptions struct {
 	AllowPublishForClient      bool     `yaml:"allow_publish_for_client"`      // any connected client may publish
 	AllowPublishForSubscriber  bool     `yaml:"allow_publish_for_subscriber"`  // subscribers may publish
 	AllowSubscribeForAnonymous bool     `yaml:"allow_subscribe_for_anonymous"` // users with an empty ID may subscribe
-	AllowPresenceForSubscriber bool     `yaml:"allow_presence_for_subscriber"`
-	AllowHistoryForSubscriber  bool     `yaml:"allow_history_for_subscriber"`
-	SubscribeTokenRequired     bool     `yaml:"subscribe_token_required"` // subscribe needs a subscription JWT
-	AllowRecovery              bool     `yaml:"allow_recovery"`           // subscribe with recover may return missed publications
-	ForceRecovery              bool     `yaml:"force_recovery"`           // every subscription is recoverable, asked or not
-	ForcePositioning           bool     `yaml:"force_positioning"`        // every subscription gets its stream position
+	AllowPresenceForSubscriber bool     `yaml:"allow_presence_for_subscriber"` // subscribers may ask presence and presence_stats
+	AllowHistoryForSubscriber  bool     `yaml:"allow_history_for_subscriber"`  // subscribers may ask history
+	SubscribeTokenRequired     bool     `yaml:"subscribe_token_required"`      // subscribe needs a subscription JWT
+	AllowRecovery              bool     `yaml:"allow_recovery"`                // subscribe with recover may return missed publications
+	ForceRecovery              bool     `yaml:"force_recovery"`                // every subscription is recoverable, asked or not
+	ForcePositioning           bool     `yaml:"force_positioning"`             // every subscription gets its stream position
+	ProxySubscribe             bool     `yaml:"proxy_subscribe"`               // proxy_subscribe_endpoint decides subscriptions without a token
+	ProxyPublish               bool     `yaml:"proxy_publish"`                 // proxy_publish_endpoint decides client publications
+	ProxySubRefresh            bool     `yaml:"proxy_sub_refresh"`             // proxy_sub_refresh_endpoint prolongs subscriptions the subscribe proxy gave an expire_at
 }
 
 // Namespace names a set of channel options.
@@ -265,6 +298,12 @@ func Default() Config {
 		RedisTimeout:               Duration(5 * time.Second),
 		NatsURL:                    "nats://127.0.0.1:4222",
 		NatsPrefix:                 "spindle",
+		ProxyConnectTimeout:        Duration(time.Second),
+		ProxyRefreshTimeout:        Duration(time.Second),
+		ProxySubscribeTimeout:      Duration(time.Second),
+		ProxyPublishTimeout:        Duration(time.Second),
+		ProxyRPCTimeout:            Duration(time.Second),
+		ProxySubRefreshTimeout:     Duration(time.Second),
 		Channel: ChannelOptions{
 			HistorySize:                100,
 			HistoryTTL:                 Duration(5 * time.Minute),
@@ -622,7 +661,39 @@ func (c *Config) Validate() error {
 			bad("allowed_origins: bad pattern %q", o)
 		}
 	}
+	for _, p := range []struct {
+		key, url string
+		timeout  Duration
+	}{
+		{"proxy_connect", c.ProxyConnectEndpoint, c.ProxyConnectTimeout},
+		{"proxy_refresh", c.ProxyRefreshEndpoint, c.ProxyRefreshTimeout},
+		{"proxy_subscribe", c.ProxySubscribeEndpoint, c.ProxySubscribeTimeout},
+		{"proxy_publish", c.ProxyPublishEndpoint, c.ProxyPublishTimeout},
+		{"proxy_rpc", c.ProxyRPCEndpoint, c.ProxyRPCTimeout},
+		{"proxy_sub_refresh", c.ProxySubRefreshEndpoint, c.ProxySubRefreshTimeout},
+	} {
+		if u, err := url.Parse(p.url); p.url != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			bad("%s_endpoint: %q is not an http:// or https:// URL", p.key, p.url)
+		}
+		if p.timeout.D() <= 0 {
+			bad("%s_timeout: must be positive", p.key)
+		}
+	}
+	for _, h := range c.ProxyHTTPHeaders {
+		if strings.ContainsAny(h, " \t:") {
+			bad("proxy_http_headers: %q is not a header name", h)
+		}
+	}
 	checkOpts := func(where string, o ChannelOptions) {
+		if o.ProxySubscribe && c.ProxySubscribeEndpoint == "" {
+			bad("%s.proxy_subscribe: needs proxy_subscribe_endpoint", where)
+		}
+		if o.ProxySubRefresh && c.ProxySubRefreshEndpoint == "" {
+			bad("%s.proxy_sub_refresh: needs proxy_sub_refresh_endpoint", where)
+		}
+		if o.ProxyPublish && c.ProxyPublishEndpoint == "" {
+			bad("%s.proxy_publish: needs proxy_publish_endpoint", where)
+		}
 		if o.HistorySize < 0 {
 			bad("%s.history_size: must not be negative", where)
 		}

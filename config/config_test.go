@@ -365,6 +365,19 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"redis_timeout":                  {"2s", func(c *Config) { c.RedisTimeout = Duration(2 * time.Second) }},
 		"nats_url":                       {"nats://10.0.0.1:4223", func(c *Config) { c.NatsURL = "nats://10.0.0.1:4223" }},
 		"nats_prefix":                    {"sp.a", func(c *Config) { c.NatsPrefix = "sp.a" }},
+		"proxy_connect_endpoint":         {"http://127.0.0.1:1/connect", func(c *Config) { c.ProxyConnectEndpoint = "http://127.0.0.1:1/connect" }},
+		"proxy_connect_timeout":          {"2s", func(c *Config) { c.ProxyConnectTimeout = Duration(2 * time.Second) }},
+		"proxy_refresh_endpoint":         {"http://127.0.0.1:1/refresh", func(c *Config) { c.ProxyRefreshEndpoint = "http://127.0.0.1:1/refresh" }},
+		"proxy_refresh_timeout":          {"3s", func(c *Config) { c.ProxyRefreshTimeout = Duration(3 * time.Second) }},
+		"proxy_subscribe_endpoint":       {"http://127.0.0.1:1/subscribe", func(c *Config) { c.ProxySubscribeEndpoint = "http://127.0.0.1:1/subscribe" }},
+		"proxy_subscribe_timeout":        {"4s", func(c *Config) { c.ProxySubscribeTimeout = Duration(4 * time.Second) }},
+		"proxy_publish_endpoint":         {"http://127.0.0.1:1/publish", func(c *Config) { c.ProxyPublishEndpoint = "http://127.0.0.1:1/publish" }},
+		"proxy_publish_timeout":          {"5s", func(c *Config) { c.ProxyPublishTimeout = Duration(5 * time.Second) }},
+		"proxy_rpc_endpoint":             {"http://127.0.0.1:1/rpc", func(c *Config) { c.ProxyRPCEndpoint = "http://127.0.0.1:1/rpc" }},
+		"proxy_rpc_timeout":              {"6s", func(c *Config) { c.ProxyRPCTimeout = Duration(6 * time.Second) }},
+		"proxy_http_headers":             {"Cookie, X-Request-Id", func(c *Config) { c.ProxyHTTPHeaders = []string{"Cookie", "X-Request-Id"} }},
+		"proxy_sub_refresh_endpoint":     {"http://127.0.0.1:1/sub_refresh", func(c *Config) { c.ProxySubRefreshEndpoint = "http://127.0.0.1:1/sub_refresh" }},
+		"proxy_sub_refresh_timeout":      {"7s", func(c *Config) { c.ProxySubRefreshTimeout = Duration(7 * time.Second) }},
 	}
 	for _, key := range scalarYAMLKeys(t) {
 		if _, ok := tests[key]; !ok {

@@ -7,24 +7,36 @@ import (
 	"github.com/centrifugal/protocol"
 
 	"github.com/spindlehq/spindle/config"
+	"github.com/spindlehq/spindle/gateway/proxy"
 )
 
 // The client's publish, presence and history commands.
 
-func (s *session) handlePublish(ctx context.Context, req *protocol.PublishRequest) outcome {
+func (s *session) handlePublish(ctx context.Context, id uint32, req *protocol.PublishRequest) outcome {
 	n := s.node
 	rules, err := n.rules.resolve(req.Channel)
 	if err != nil {
 		return failed(err)
 	}
-	if !rules.AllowPublishForClient && !(rules.AllowPublishForSubscriber && s.subscribed(req.Channel)) {
+	proxied := rules.ProxyPublish && n.proxy.Enabled(proxy.Publish) // the backend decides instead of the allow rules
+	if !proxied && !rules.AllowPublishForClient && !(rules.AllowPublishForSubscriber && s.subscribed(req.Channel)) {
 		return failed(ErrPermissionDenied)
 	}
 	if !json.Valid(req.Data) {
 		return failed(ErrBadRequest)
 	}
-	if _, err := n.publish(ctx, req.Channel, req.Data, rules.HistorySize, rules, publishExtras{info: s.info()}); err != nil {
-		n.log.Error("client publish", "client", s.id, "channel", req.Channel, "err", err)
+	if proxied {
+		return s.publishProxy(id, req, rules)
+	}
+	return s.publishAllowed(ctx, req.Channel, req.Data, rules.HistorySize, rules)
+}
+
+// publishAllowed publishes data once the client's right to is settled,
+// keeping historySize publications (0 when the backend skips history).
+func (s *session) publishAllowed(ctx context.Context, ch string, data []byte, historySize int, rules *config.ChannelOptions) outcome {
+	n := s.node
+	if _, err := n.publish(ctx, ch, data, historySize, rules, publishExtras{info: s.info()}); err != nil {
+		n.log.Error("client publish", "client", s.id, "channel", ch, "err", err)
 		return failed(err)
 	}
 	return replied(&protocol.Reply{Publish: &protocol.PublishResult{}})

@@ -9,11 +9,11 @@ import (
 	"github.com/centrifugal/protocol"
 
 	"github.com/spindlehq/spindle/auth"
+	"github.com/spindlehq/spindle/gateway/proxy"
 )
 
-// handleConnect authenticates the session, then joins the channels of the
-// token's channels claim; the connect reply carries their results and is
-// queued before any of their publications.
+// handleConnect authenticates the session by its token, or without one by
+// asking the backend (connectProxy), then establishes it.
 func (s *session) handleConnect(ctx context.Context, id uint32, req *protocol.ConnectRequest) outcome {
 	if s.authed.Load() {
 		return disconnect(DisconnectBadRequest)
@@ -36,13 +36,29 @@ func (s *session) handleConnect(ctx context.Context, id uint32, req *protocol.Co
 	case req.Token != "":
 		n.log.Info("connection token given but no key configured", "client", s.id)
 		return disconnect(DisconnectInvalidToken)
+	case n.proxy.Enabled(proxy.Connect):
+		return s.connectProxy(id, req)
 	case n.cfg.AllowAnonymousConnect:
 	default:
 		n.metrics.authFailures.WithLabelValues("missing").Inc()
 		n.log.Info("connect without token", "client", s.id, "remote", s.conn.RemoteAddr())
 		return disconnect(DisconnectBadRequest)
 	}
+	return s.establish(ctx, id, req, claims, establishExtras{})
+}
 
+// establishExtras are what the connect proxy adds to the claims.
+type establishExtras struct {
+	data          []byte // the connect reply's data
+	meta          []byte
+	serverRefresh bool
+}
+
+// establish authenticates the session as claims say, then joins the
+// channels of the channels claim; the connect reply carries their results
+// and is queued before any of their publications.
+func (s *session) establish(ctx context.Context, id uint32, req *protocol.ConnectRequest, claims auth.ConnectClaims, x establishExtras) outcome {
+	n := s.node
 	s.mu.Lock()
 	if s.gone {
 		s.mu.Unlock()
@@ -52,6 +68,8 @@ func (s *session) handleConnect(ctx context.Context, id uint32, req *protocol.Co
 	if len(claims.Info) > 0 {
 		s.connInfo = bytes.Clone(claims.Info)
 	}
+	s.meta = x.meta
+	s.serverRefresh = x.serverRefresh
 	s.expireAt.Store(claims.ExpireAt)
 	s.authed.Store(true)
 	n.sessions.addUser(s)
@@ -63,8 +81,9 @@ func (s *session) handleConnect(ctx context.Context, id uint32, req *protocol.Co
 		Version: n.version,
 		Ping:    uint32(max(n.cfg.PingInterval/time.Second, 1)),
 		Pong:    true,
+		Data:    x.data,
 	}
-	if claims.ExpireAt > 0 {
+	if claims.ExpireAt > 0 && !x.serverRefresh {
 		res.Expires = true
 		res.Ttl = ttlSeconds(claims.ExpireAt)
 	}

@@ -23,10 +23,11 @@ var (
 	DisconnectForce            = Disconnect{3503, "force disconnect"}
 )
 
-// Codes of unsubscribe pushes: the server decided; or the node missed
+// Codes of unsubscribe pushes: the server decided; the node missed
 // publications, so the client should resubscribe and recover (the SDKs
-// resubscribe on codes from 2500).
+// resubscribe on codes from 2500); or the subscription's expire_at passed.
 const (
 	unsubscribeServer            = 2000
 	unsubscribeInsufficientState = 2500
+	unsubscribeExpired           = 2501
 )

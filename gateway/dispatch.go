@@ -33,7 +33,10 @@ func (s *session) handleFrame(data []byte) {
 		s.close(DisconnectBadRequest, false)
 		return
 	}
-	for _, cmd := range cmds {
+	for i, cmd := range cmds {
+		if s.deferWhileConnecting(cmds[i:]) {
+			return
+		}
 		if !s.handleCommand(cmd) {
 			return
 		}
@@ -115,7 +118,7 @@ func (s *session) handleCommand(cmd *protocol.Command) bool {
 	case "unsubscribe":
 		out = s.handleUnsubscribe(ctx, cmd.Id, cmd.Unsubscribe)
 	case "publish":
-		out = s.handlePublish(ctx, cmd.Publish)
+		out = s.handlePublish(ctx, cmd.Id, cmd.Publish)
 	case "presence":
 		out = s.handlePresence(ctx, cmd.Presence)
 	case "presence_stats":
@@ -126,6 +129,8 @@ func (s *session) handleCommand(cmd *protocol.Command) bool {
 		out = s.handleRefresh(cmd.Refresh)
 	case "sub_refresh":
 		out = s.handleSubRefresh(cmd.SubRefresh)
+	case "rpc":
+		out = s.handleRPC(cmd.Id, cmd.Rpc)
 	case "ping":
 		out = replied(&protocol.Reply{Ping: &protocol.PingResult{}})
 	case "send":
@@ -133,6 +138,15 @@ func (s *session) handleCommand(cmd *protocol.Command) bool {
 	default:
 		out = failed(ErrMethodNotFound)
 	}
+	return s.conclude(method, cmd.Id, out)
+}
+
+// conclude carries out a command's outcome: it queues the reply, or
+// disconnects. A command the backend is asked about (gateway/proxy) is
+// finished by the proxy worker with the backend's answer. It returns false
+// when the connection is being closed.
+func (s *session) conclude(method string, id uint32, out outcome) bool {
+	n := s.node
 	switch {
 	case out.disconnect != nil:
 		d := *out.disconnect
@@ -145,7 +159,7 @@ func (s *session) handleCommand(cmd *protocol.Command) bool {
 	if out.reply.Error != nil {
 		n.metrics.commandErrors.WithLabelValues(method).Inc()
 	}
-	return s.reply(cmd.Id, out.reply)
+	return s.reply(id, out.reply)
 }
 
 // reply queues rep as the answer to command id.

@@ -82,10 +82,15 @@ func (n *Node) scan(ctx context.Context) {
 			s.hb.nextPing.Store(now + interval)
 			s.enqueue(pingFrame)
 		}
-		if exp := s.expireAt.Load(); exp > 0 && wall > exp {
+		if exp := s.expireAt.Load(); exp > 0 && wall > exp && s.serverRefresh {
+			s.refreshProxy(wall)
+		} else if exp > 0 && wall > exp {
 			n.log.Info("connection expired", "client", s.id)
 			s.close(DisconnectExpired, false)
 			return
+		}
+		if s.subExpiry.Load() {
+			s.expireSubs(ctx, wall)
 		}
 		if presenceEvery > 0 && now-s.lastPresence > presenceEvery {
 			s.lastPresence = now

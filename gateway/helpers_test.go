@@ -20,6 +20,7 @@ import (
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker/memory"
 	"github.com/spindlehq/spindle/config"
+	"github.com/spindlehq/spindle/gateway/proxy"
 	"github.com/spindlehq/spindle/transport"
 )
 
@@ -57,6 +58,12 @@ func testLogger() *slog.Logger {
 // newTestNode builds a node (not started) with cfg adjusted by mod.
 func newTestNode(t *testing.T, mod func(*Config)) *testNode {
 	t.Helper()
+	return newTestNodeWith(t, mod, nil)
+}
+
+// newTestNodeWith is newTestNode with px as the node's backend proxy.
+func newTestNodeWith(t *testing.T, mod func(*Config), px *proxy.Proxy) *testNode {
+	t.Helper()
 	cfg := testConfig()
 	if mod != nil {
 		mod(&cfg)
@@ -66,7 +73,7 @@ func newTestNode(t *testing.T, mod func(*Config)) *testNode {
 		t.Fatal(err)
 	}
 	tn := &testNode{mem: memory.New(), reg: prometheus.NewRegistry()}
-	tn.Node, err = New(cfg, Options{Broker: tn.mem, Presence: tn.mem, Verifier: v, Logger: testLogger(), Registry: tn.reg, Version: "test"})
+	tn.Node, err = New(cfg, Options{Broker: tn.mem, Presence: tn.mem, Verifier: v, Logger: testLogger(), Registry: tn.reg, Version: "test", Proxy: px})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,12 +84,21 @@ func newTestNode(t *testing.T, mod func(*Config)) *testNode {
 func startTestNode(t *testing.T, mod func(*Config)) *testNode {
 	t.Helper()
 	tn := newTestNode(t, mod)
+	serveTestNode(t, tn, nil)
+	return tn
+}
+
+// serveTestNode starts tn and its transport, which keeps the upgrade
+// headers keep; the test's cleanup stops both.
+func serveTestNode(t *testing.T, tn *testNode, keep []string) {
+	t.Helper()
 	if err := tn.Start(); err != nil {
 		t.Fatal(err)
 	}
 	tr, err := transport.New(transport.Config{
 		Addr: "127.0.0.1:0", Path: "/connection/websocket", MaxMessageSize: 64 << 10,
 		CheckOrigin: tn.CheckOrigin, Admit: tn.Admit, MaxConns: tn.MaxConnections(), Logger: testLogger(),
+		KeepHeaders: keep,
 	}, tn.Node)
 	if err == nil {
 		err = tr.Start()
@@ -103,7 +119,6 @@ func startTestNode(t *testing.T, mod func(*Config)) *testNode {
 			t.Errorf("node close: %v", err)
 		}
 	})
-	return tn
 }
 
 func connectToken(t *testing.T, user string, channels ...string) string {

@@ -8,7 +8,8 @@
 // connected), serverapi.go (what the server API asks of a node), events.go
 // (what the broker delivers), drain.go; and a session's concerns:
 // session.go, dispatch.go, connect.go, subscribe.go, commands.go, queue.go,
-// heartbeat.go. docs/gateway.md follows one publication through them.
+// heartbeat.go, and backend.go (what the application backend decides,
+// through gateway/proxy). docs/gateway.md follows one publication through them.
 package gateway
 
 import (
@@ -25,6 +26,7 @@ import (
 
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker"
+	"github.com/spindlehq/spindle/gateway/proxy"
 	"github.com/spindlehq/spindle/guard/task"
 )
 
@@ -39,6 +41,10 @@ type Options struct {
 	// refuses it with 503 (see guard/admission).
 	Admission func() error
 	Version   string
+	// Proxy, when set, asks the application backend about connect,
+	// refresh, subscribe, publish and rpc (see gateway/proxy); the node
+	// starts and closes it.
+	Proxy *proxy.Proxy
 }
 
 // Node is one gateway node: it owns every client session it serves, the
@@ -53,6 +59,7 @@ type Node struct {
 	broker   broker.Broker
 	presence broker.PresenceManager
 	verifier *auth.Verifier
+	proxy    *proxy.Proxy // nil: no event is proxied
 	admit    func() error // nil: no admission control
 	version  string
 	started  time.Time
@@ -97,6 +104,7 @@ func New(cfg Config, o Options) (*Node, error) {
 		broker:   o.Broker,
 		presence: o.Presence,
 		verifier: o.Verifier,
+		proxy:    o.Proxy,
 		admit:    o.Admission,
 		version:  o.Version,
 		started:  time.Now(),
@@ -130,6 +138,9 @@ func (n *Node) Start() error {
 		n.tasks.Go("gateway.writer", sh.run)
 	}
 	n.tasks.Go("gateway.heartbeat", n.heartbeatLoop)
+	if n.proxy != nil {
+		n.proxy.Start()
+	}
 	return nil
 }
 
@@ -148,6 +159,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // transport's to close. Close is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		if n.proxy != nil {
+			n.proxy.Close() // its workers' last callbacks still find the node running
+		}
 		n.tasks.Stop()
 		n.mu.Lock()
 		defer n.mu.Unlock()

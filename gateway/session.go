@@ -16,14 +16,20 @@ import (
 //
 // Who owns what:
 //   - node, conn, id, shard, openedAt: set by OnOpen, never written again.
-//   - user, connInfo: written once by the connect command, under mu and
-//     before authed is set; read by anyone after authed.Load() is true.
+//   - user, connInfo, meta, serverRefresh: written once by the connect
+//     command, under mu and before authed is set; read by anyone after
+//     authed.Load() is true.
+//   - cmu guards connecting and deferred: while the backend is asked
+//     about the connect command, the handler defers the client's next
+//     commands, and the proxy worker runs them once connect is decided.
 //   - mu guards subs, gone, and each subscription's state and held frames.
 //   - qmu guards the outbound queue: q, qbytes, scheduled, closing, bigEnd, bigLen.
 //   - tokens, tokensAt: the message handler's (the transport runs one
-//     OnMessage at a time per connection).
+//     OnMessage at a time per connection), or the proxy worker's while it
+//     runs the deferred commands (the handler runs none meanwhile).
 //   - lastPresence: the heartbeat loop's.
 //   - hb and expireAt are atomics: the handler writes, the heartbeat loop reads.
+//   - refreshNext: the heartbeat loop's and the proxy worker's (atomic).
 //
 // Locks are taken in this order: a hub shard, then mu, then qmu; the
 // registry's shard locks nest inside mu and take none of the others.
@@ -37,7 +43,19 @@ type session struct {
 	authed   atomic.Bool
 	user     string
 	connInfo []byte
+	meta     []byte       // from the connect proxy, sent back to the backend with each later event
 	expireAt atomic.Int64 // unix seconds; 0: never
+	// serverRefresh: the backend's refresh proxy, not the client, prolongs
+	// the session when expireAt passes; refreshNext is the unix second
+	// before which it is not asked again (0: not asked yet).
+	serverRefresh bool
+	refreshNext   atomic.Int64
+	subExpiry     atomic.Bool // some subscription has an expire_at: the heartbeat loop checks them
+
+	cmu        sync.Mutex
+	connecting bool                // commands are deferred: a connect waits for the backend, or its deferred commands run
+	inflight   bool                // the connect is with the backend
+	deferred   []*protocol.Command // commands that came meanwhile, in order
 
 	mu   sync.Mutex
 	subs []*subscription // every channel joined or being joined, at most one per channel

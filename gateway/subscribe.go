@@ -13,11 +13,13 @@ import (
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/config"
+	"github.com/spindlehq/spindle/gateway/proxy"
 )
 
 // One path joins a session to a channel, whoever asks: the client's
-// subscribe command, the token's channels claim at connect, and the server
-// API. It has two steps:
+// subscribe command (allowed by its token, the namespace's rules or the
+// backend's subscribe proxy), the channels claim of the token or of the
+// connect proxy's answer, and the server API. It has two steps:
 //
 //  1. prepareSubscribe reserves the channel in s.subs (checking "already
 //     subscribed" and the limit in the same lock section), registers the
@@ -54,6 +56,11 @@ type subscription struct {
 	chanInfo  []byte // from the subscription token
 
 	live atomic.Bool // mirrors state == subLive, read on the delivery path without s.mu
+	// expireAt (unix seconds; 0: never) is set by the subscribe proxy's
+	// answer before activate, then by the sub_refresh proxy's; refreshNext
+	// is the heartbeat loop's: no sub_refresh call before it.
+	expireAt    atomic.Int64
+	refreshNext atomic.Int64
 
 	// Guarded by session.mu.
 	state     subState
@@ -238,11 +245,21 @@ func (s *session) activate(ctx context.Context, first []byte, subs ...*subscript
 // subscribed. notice (the client's reply, or the server's unsubscribe
 // push) is queued in the same step, whether or not it was.
 func (s *session) unsubscribe(ctx context.Context, ch string, notice []byte) bool {
+	return s.remove(ctx, ch, nil, notice)
+}
+
+// remove is unsubscribe; when only is set, it removes only that
+// subscription, and queues notice only when only is still ch's.
+func (s *session) remove(ctx context.Context, ch string, only *subscription, notice []byte) bool {
 	s.mu.Lock()
+	sub := s.findSub(ch)
+	if only != nil && sub != only {
+		s.mu.Unlock()
+		return false
+	}
 	if notice != nil {
 		s.enqueue(notice)
 	}
-	sub := s.findSub(ch)
 	switch {
 	case sub == nil || sub.state == subCancelled || sub.state == subLeaving:
 		s.mu.Unlock()
@@ -382,11 +399,25 @@ func (s *session) handleSubscribe(ctx context.Context, id uint32, req *protocol.
 			return failed(ErrPermissionDenied)
 		}
 		chanInfo = bytes.Clone(c.Info)
+	case rules.ProxySubscribe && n.proxy.Enabled(proxy.Subscribe):
+		if !userAllowed(ch, user) {
+			return failed(ErrPermissionDenied)
+		}
+		return s.subscribeProxy(id, req)
 	case rules.SubscribeTokenRequired,
 		user == "" && !rules.AllowSubscribeForAnonymous,
 		!userAllowed(ch, user):
 		return failed(ErrPermissionDenied)
 	}
+	return s.join(ctx, id, req, chanInfo, nil, 0)
+}
+
+// join is what handleSubscribe does once the subscription is allowed:
+// prepare, then activate with the reply (carrying data, when the backend
+// gave some) as the first frame. A subscription with expireAt ends then
+// unless the sub_refresh proxy prolongs it (see expireSubs).
+func (s *session) join(ctx context.Context, id uint32, req *protocol.SubscribeRequest, chanInfo, data []byte, expireAt int64) outcome {
+	n, ch, user := s.node, req.Channel, s.identity()
 	sub, res, err := s.prepareSubscribe(ctx, ch, req, chanInfo)
 	if err != nil {
 		if errors.Is(err, ErrLimitExceeded) {
@@ -395,6 +426,11 @@ func (s *session) handleSubscribe(ctx context.Context, id uint32, req *protocol.
 			n.log.Error("subscribe", "client", s.id, "channel", ch, "err", err)
 		}
 		return failed(err)
+	}
+	res.Data = data
+	if expireAt > 0 {
+		sub.expireAt.Store(expireAt)
+		s.subExpiry.Store(true)
 	}
 	frame, err := encodeReply(&protocol.Reply{Id: id, Subscribe: res})
 	if err != nil {

@@ -38,24 +38,8 @@ func skipOrFatal(t *testing.T, msg string) {
 }
 
 func TestCentrifugeJSSDK(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skipOrFatal(t, "node not found in PATH")
-	}
-	if _, err := os.Stat(filepath.Join("node_modules", "centrifuge", "package.json")); err != nil {
-		skipOrFatal(t, "interop/node_modules/centrifuge missing")
-	}
-	if _, err := os.Stat(filepath.Join("node_modules", "ws", "package.json")); err != nil {
-		skipOrFatal(t, "interop/node_modules/ws missing")
-	}
-
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.AdminListen = ""
-	cfg.APIKey = apiKey
-	cfg.TokenHMACSecret = secret
-	cfg.ShutdownGracePeriod = config.Duration(5 * time.Second)
-	cfg.ShutdownReconnect = config.Duration(500 * time.Millisecond)
+	node := nodeWithSDK(t)
+	cfg := gatewayConfig()
 	// "readonly:" channels: anyone may subscribe and read history, nobody
 	// may publish from a client (case 7 expects error 103).
 	ro := cfg.Channel
@@ -64,6 +48,48 @@ func TestCentrifugeJSSDK(t *testing.T) {
 	ro.HistorySize = 10
 	cfg.Namespaces = append(cfg.Namespaces, config.Namespace{Name: "readonly", ChannelOptions: ro})
 
+	srv := startGateway(t, cfg)
+	runNodeTest(t, node, "sdk.test.mjs",
+		"SPINDLE_WS_URL="+srv.WebSocketURL(),
+		"SPINDLE_API_URL="+srv.APIURL(),
+		"SPINDLE_API_KEY="+apiKey,
+		"SPINDLE_SECRET="+secret,
+	)
+}
+
+// nodeWithSDK returns the node binary, or skips (fails under
+// SPINDLE_REQUIRE_TOOLS) when node or the SDK is missing.
+func nodeWithSDK(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		skipOrFatal(t, "node not found in PATH")
+	}
+	for _, m := range []string{"centrifuge", "ws"} {
+		if _, err := os.Stat(filepath.Join("node_modules", m, "package.json")); err != nil {
+			skipOrFatal(t, "interop/node_modules/"+m+" missing")
+		}
+	}
+	return node
+}
+
+// gatewayConfig is the defaults on a loopback port, with the test's API
+// key and token secret and a short shutdown.
+func gatewayConfig() config.Config {
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.AdminListen = ""
+	cfg.APIKey = apiKey
+	cfg.TokenHMACSecret = secret
+	cfg.ShutdownGracePeriod = config.Duration(5 * time.Second)
+	cfg.ShutdownReconnect = config.Duration(500 * time.Millisecond)
+	return cfg
+}
+
+// startGateway runs a whole gateway from cfg, its log in the test's; the
+// test's cleanup closes it.
+func startGateway(t *testing.T, cfg config.Config) *server.Server {
+	t.Helper()
 	lvl := slog.LevelWarn
 	if os.Getenv("SPINDLE_TEST_LOG") != "" {
 		lvl = slog.LevelDebug
@@ -80,21 +106,21 @@ func TestCentrifugeJSSDK(t *testing.T) {
 			t.Errorf("close server: %v", err)
 		}
 	})
+	return srv
+}
 
+// runNodeTest runs `node --test script` with env added, its output in the
+// test's log, and fails the test when a case fails or it takes 2 minutes.
+func runNodeTest(t *testing.T, node, script string, env ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "sdk.test.mjs")
-	cmd.Env = append(os.Environ(),
-		"SPINDLE_WS_URL="+srv.WebSocketURL(),
-		"SPINDLE_API_URL="+srv.APIURL(),
-		"SPINDLE_API_KEY="+apiKey,
-		"SPINDLE_SECRET="+secret,
-		"NO_COLOR=1",
-	)
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", script)
+	cmd.Env = append(append(os.Environ(), env...), "NO_COLOR=1")
 	cmd.WaitDelay = 5 * time.Second
 	out := &testWriter{t: t, prefix: "node: "}
 	cmd.Stdout, cmd.Stderr = out, out
-	err = cmd.Run()
+	err := cmd.Run()
 	out.flush()
 	if ctx.Err() != nil {
 		t.Fatalf("node --test did not finish within the deadline: %v", err)

@@ -28,6 +28,7 @@ import (
 	redisbroker "github.com/spindlehq/spindle/broker/redis"
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
+	"github.com/spindlehq/spindle/gateway/proxy"
 	"github.com/spindlehq/spindle/guard/admission"
 	"github.com/spindlehq/spindle/guard/signals"
 	"github.com/spindlehq/spindle/guard/watchdog"
@@ -126,10 +127,17 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		}
 		return 1
 	}))
+	var px *proxy.Proxy
+	if pc, ok := proxy.FromConfig(cfg, o.Logger); ok {
+		if px, err = proxy.New(pc); err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+	}
 	s.Node, err = gateway.New(gateway.FromConfig(cfg), gateway.Options{
 		Broker: br, Presence: pm, Verifier: verifier,
 		Logger: o.Logger, Registry: s.Registry, Version: o.Version,
-		Admission: s.adm.Admit,
+		Admission: s.adm.Admit, Proxy: px,
 	})
 	if err != nil {
 		_ = br.Close()
@@ -142,6 +150,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 
 	s.tr, err = transport.New(transport.Config{
 		Addr:           cfg.Listen,
+		KeepHeaders:    px.Headers(),
 		Path:           "/connection/websocket",
 		MaxMessageSize: cfg.MaxMessageSize,
 		// No read deadline per connection: the gateway's heartbeat loop

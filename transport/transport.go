@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,8 @@ type Config struct {
 	Turnaway func() (reason string)
 
 	CloseGrace time.Duration // how long a closing connection may take to write out its close frame before it is reset; 0: 3 s
+
+	KeepHeaders []string // request headers Conn.Header keeps from the upgrade (e.g. for a backend proxy); the rest are dropped
 }
 
 // Server is a listening WebSocket endpoint with the server API beside it.
@@ -108,7 +111,8 @@ type Conn struct {
 	endTimer  atomic.Pointer[time.Timer]
 	gone      atomic.Bool // OnClose ran: what was not written left srv.pending
 	srv       *Server
-	rx        rxState // the frame check's, on the event loop only (recv.go)
+	rx        rxState     // the frame check's, on the event loop only (recv.go)
+	header    http.Header // Config.KeepHeaders of the upgrade request; set before OnOpen, read-only after
 }
 
 var monoStart = time.Now()
@@ -306,7 +310,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	if testHookUpgraded != nil {
 		testHookUpgraded()
 	}
-	c := &Conn{ws: ws, srv: s} // the request is not kept: a connection costs its header maps otherwise
+	c := &Conn{ws: ws, srv: s, header: keptHeaders(r.Header, s.cfg.KeepHeaders)} // the request is not kept: a connection costs its header maps otherwise
 	c.progress.Store(Mono())
 	c.rx.attached.Store(true)
 	ws.SetSession(c)
@@ -316,6 +320,22 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	// Messages run on this connection's executor too, after this returns.
 	s.h.OnOpen(c)
+}
+
+// Header returns the upgrade request's headers named by Config.KeepHeaders; nil when none.
+func (c *Conn) Header() http.Header { return c.header }
+
+func keptHeaders(h http.Header, keep []string) http.Header {
+	var out http.Header
+	for _, k := range keep {
+		if v := h.Values(k); len(v) > 0 {
+			if out == nil {
+				out = make(http.Header, len(keep))
+			}
+			out[http.CanonicalHeaderKey(k)] = slices.Clone(v)
+		}
+	}
+	return out
 }
 
 // Write hands already framed bytes to the event loop. It never blocks: what

@@ -168,6 +168,19 @@ var serveFlagValues = map[string]string{
 	"redis_timeout":                  "3s",
 	"nats_url":                       "nats://127.0.0.1:4299",
 	"nats_prefix":                    "flagprefix",
+	"proxy_connect_endpoint":         "", // a backend at it would answer the anonymous connect below
+	"proxy_connect_timeout":          "2s",
+	"proxy_refresh_endpoint":         "http://127.0.0.1:1/refresh",
+	"proxy_refresh_timeout":          "3s",
+	"proxy_subscribe_endpoint":       "http://127.0.0.1:1/subscribe",
+	"proxy_subscribe_timeout":        "4s",
+	"proxy_publish_endpoint":         "http://127.0.0.1:1/publish",
+	"proxy_publish_timeout":          "5s",
+	"proxy_rpc_endpoint":             "http://127.0.0.1:1/rpc",
+	"proxy_rpc_timeout":              "6s",
+	"proxy_http_headers":             "Cookie,X-Request-Id",
+	"proxy_sub_refresh_endpoint":     "http://127.0.0.1:1/sub_refresh",
+	"proxy_sub_refresh_timeout":      "7s",
 }
 
 func dashed(key string) string { return strings.ReplaceAll(key, "_", "-") }
