@@ -29,6 +29,7 @@ type Config struct {
 	APIKey      string `yaml:"api_key"`      // X-API-Key for /api; generated at start when empty
 	AdminToken  string `yaml:"admin_token"`  // asked by the admin page, /debug/* and /info; empty: open
 	LogLevel    string `yaml:"log_level"`    // debug, info, warn, error
+	Demo        bool   `yaml:"demo"`         // serve the demo page at /demo/ on the client listener
 
 	TokenHMACSecret     string `yaml:"token_hmac_secret"`      // HS256 secret for connection and subscription JWTs
 	TokenRSAPublicKey   string `yaml:"token_rsa_public_key"`   // PEM, or a path to a PEM file
@@ -109,6 +110,7 @@ var settings = []Setting{
 	{Key: "api_key", Usage: "X-API-Key for the server API (generated when empty)"},
 	{Key: "admin_token", Usage: "token the admin page, /debug/* and /info ask for (Authorization: Bearer, or the login form); empty: open"},
 	{Key: "log_level", Usage: "debug, info, warn or error"},
+	{Key: "demo", Usage: "serve a demo page at /demo/ on the client listener: the centrifuge JS SDK subscribed to a channel, showing its publications"},
 	{Key: "token_hmac_secret", Usage: "HS256 secret for connection and subscription JWTs (generated when no key is set)"},
 	{Key: "token_rsa_public_key", Usage: "PEM, or path of a PEM file, of an RSA public key for RS256 tokens"},
 	{Key: "token_ecdsa_public_key", Usage: "PEM, or path of a PEM file, of an ECDSA public key for ES256 tokens"},

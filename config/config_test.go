@@ -323,6 +323,7 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"api_key":                        {"k", func(c *Config) { c.APIKey = "k" }},
 		"admin_token":                    {"t", func(c *Config) { c.AdminToken = "t" }},
 		"log_level":                      {"warn", func(c *Config) { c.LogLevel = "warn" }},
+		"demo":                           {"true", func(c *Config) { c.Demo = true }},
 		"token_hmac_secret":              {"s", func(c *Config) { c.TokenHMACSecret = "s" }},
 		"token_rsa_public_key":           {"/k/rsa.pem", func(c *Config) { c.TokenRSAPublicKey = "/k/rsa.pem" }},
 		"token_ecdsa_public_key":         {"/k/ec.pem", func(c *Config) { c.TokenECDSAPublicKey = "/k/ec.pem" }},

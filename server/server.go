@@ -27,6 +27,7 @@ import (
 	natsbroker "github.com/spindlehq/spindle/broker/nats"
 	redisbroker "github.com/spindlehq/spindle/broker/redis"
 	"github.com/spindlehq/spindle/config"
+	"github.com/spindlehq/spindle/demo"
 	"github.com/spindlehq/spindle/gateway"
 	"github.com/spindlehq/spindle/gateway/proxy"
 	"github.com/spindlehq/spindle/guard/admission"
@@ -147,6 +148,9 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
 	mux.Handle("/api/", s.api)
+	if cfg.Demo {
+		mux.Handle(demo.Prefix, demo.Handler())
+	}
 
 	s.tr, err = transport.New(transport.Config{
 		Addr:           cfg.Listen,

@@ -150,6 +150,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintf(stdout, "spindle %s serving\n", version)
 	fmt.Fprintf(stdout, "  clients: %s\n", srv.WebSocketURL())
 	fmt.Fprintf(stdout, "  api:     %s/<method>  (header X-API-Key)\n", srv.APIURL())
+	if srv.Config.Demo {
+		fmt.Fprintf(stdout, "  demo:    http://%s/demo/  (paste a token, or open /demo/#token=TOKEN)\n", srv.Addr())
+	}
 	if a := srv.AdminAddr(); a != "" {
 		fmt.Fprintf(stdout, "  admin:   http://%s/  (the admin page; /healthz /readyz /metrics /debug/pprof/ /info)\n", a)
 		if srv.Config.AdminToken == "" {

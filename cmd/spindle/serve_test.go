@@ -126,6 +126,7 @@ var serveFlagValues = map[string]string{
 	"api_key":                        "flag-key",
 	"admin_token":                    "flag-admin-token",
 	"log_level":                      "warn",
+	"demo":                           "true",
 	"token_hmac_secret":              "flag-secret",
 	"token_rsa_public_key":           "",
 	"token_ecdsa_public_key":         "",
