@@ -1,6 +1,7 @@
 // Package client is a Go client for the Centrifugo client protocol v2 with
-// JSON frames. The load generator and the tests use it against Spindle, the
-// baseline hub, or any server speaking that protocol.
+// JSON frames, or Protobuf frames (the centrifuge-protobuf subprotocol).
+// The load generator and the tests use it against Spindle, the baseline
+// hub, or any server speaking that protocol.
 //
 // A Client owns one reader goroutine that answers server pings, completes
 // replies and hands pushes to the callbacks in Config; callbacks run on that
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -45,6 +47,36 @@ type Config struct {
 	// Loop, if set, carries the connection on an event loop instead of a
 	// reader goroutine: much cheaper for thousands of connections.
 	Loop *Loop
+
+	// Protobuf speaks the Protobuf encoding: the upgrade offers the
+	// centrifuge-protobuf subprotocol (the server must name it) and
+	// commands and replies are length-delimited Protobuf in binary frames.
+	// A URL with ?format=protobuf or ?cf_protocol=protobuf sets it too.
+	Protobuf bool
+}
+
+// protobufSubprotocol is the WebSocket subprotocol of the Protobuf encoding.
+const protobufSubprotocol = "centrifuge-protobuf"
+
+// wantsProtobuf reports whether cfg asks for the Protobuf encoding.
+func wantsProtobuf(cfg *Config) bool {
+	if cfg.Protobuf {
+		return true
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return false
+	}
+	q := u.Query()
+	return q.Get("format") == "protobuf" || q.Get("cf_protocol") == "protobuf"
+}
+
+// checkSubprotocol refuses an upgrade that did not settle the encoding asked for.
+func checkSubprotocol(cfg *Config, got string) error {
+	if cfg.Protobuf && got != protobufSubprotocol {
+		return fmt.Errorf("dial %s: the server did not accept subprotocol %s (it answered %q)", cfg.URL, protobufSubprotocol, got)
+	}
+	return nil
 }
 
 // Error is an error reply from the server.
@@ -100,12 +132,13 @@ type Client struct {
 // event loop (Loop). Either calls Client.frame for each message and
 // Client.ended once at the end.
 type carrier interface {
-	writeText(frame []byte) error
+	writeMessage(binary bool, payload []byte) error
 	closeNormal() // best-effort close frame, then the socket
 }
 
 // Dial opens the WebSocket, sends connect and waits for its reply.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	cfg.Protobuf = wantsProtobuf(&cfg)
 	c := &Client{cfg: cfg, waiting: make(map[uint32]chan *protocol.Reply), done: make(chan struct{}), exited: make(chan struct{})}
 	var err error
 	if cfg.Loop != nil {
@@ -148,6 +181,9 @@ func dialGorilla(ctx context.Context, c *Client) (*gorillaConn, error) {
 	}
 	d := websocket.Dialer{ReadBufferSize: size, WriteBufferSize: size, HandshakeTimeout: 10 * time.Second,
 		NetDialContext: netDialer(&c.cfg).DialContext}
+	if c.cfg.Protobuf {
+		d.Subprotocols = []string{protobufSubprotocol}
+	}
 	ws, resp, err := d.DialContext(ctx, c.cfg.URL, c.cfg.Header)
 	if err != nil {
 		if resp != nil {
@@ -155,16 +191,24 @@ func dialGorilla(ctx context.Context, c *Client) (*gorillaConn, error) {
 		}
 		return nil, fmt.Errorf("dial %s: %w", c.cfg.URL, err)
 	}
+	if err := checkSubprotocol(&c.cfg, ws.Subprotocol()); err != nil {
+		_ = ws.Close()
+		return nil, err
+	}
 	g := &gorillaConn{ws: ws}
 	go g.read(c)
 	return g, nil
 }
 
-func (g *gorillaConn) writeText(frame []byte) error {
+func (g *gorillaConn) writeMessage(binary bool, payload []byte) error {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	_ = g.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := g.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+	typ := websocket.TextMessage
+	if binary {
+		typ = websocket.BinaryMessage
+	}
+	if err := g.ws.WriteMessage(typ, payload); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
@@ -293,7 +337,13 @@ func (c *Client) call(ctx context.Context, cmd *protocol.Command) (*protocol.Rep
 		delete(c.waiting, cmd.Id)
 		c.mu.Unlock()
 	}()
-	frame, err := protocol.NewJSONCommandEncoder().Encode(cmd)
+	var frame []byte
+	var err error
+	if c.cfg.Protobuf {
+		frame, err = protocol.NewProtobufCommandEncoder().Encode(cmd)
+	} else {
+		frame, err = protocol.NewJSONCommandEncoder().Encode(cmd)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
 	}
@@ -313,11 +363,17 @@ func (c *Client) call(ctx context.Context, cmd *protocol.Command) (*protocol.Rep
 	}
 }
 
-func (c *Client) write(frame []byte) error { return c.conn.writeText(frame) }
+func (c *Client) write(frame []byte) error { return c.conn.writeMessage(c.cfg.Protobuf, frame) }
 
-// frame handles one WebSocket message: one or more newline-separated replies.
+// frame handles one WebSocket message: one or more replies, newline-separated
+// in JSON, length-delimited in Protobuf.
 func (c *Client) frame(data []byte) {
-	dec := protocol.NewJSONReplyDecoder(data)
+	var dec protocol.ReplyDecoder
+	if c.cfg.Protobuf {
+		dec = protocol.NewProtobufReplyDecoder(data)
+	} else {
+		dec = protocol.NewJSONReplyDecoder(data)
+	}
 	for {
 		rep, err := dec.Decode()
 		if err != nil {
@@ -361,7 +417,11 @@ func (c *Client) handle(rep *protocol.Reply) {
 		}
 	default:
 		// An empty reply is the server's ping; an empty command answers it.
-		_ = c.write([]byte("{}"))
+		if c.cfg.Protobuf {
+			_ = c.write([]byte{0}) // length 0
+		} else {
+			_ = c.write([]byte("{}"))
+		}
 	}
 }
 

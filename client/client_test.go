@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/centrifugal/protocol"
+	"github.com/gorilla/websocket"
 
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/client"
@@ -211,4 +213,96 @@ func TestLargePushes(t *testing.T) {
 			}
 		}
 	})
+}
+
+// With Protobuf (set, or asked for by the URL as Centrifugo's endpoints
+// accept) the client speaks binary frames with the gateway: connect,
+// subscribe, publications from a JSON client, history, presence, errors
+// and a push in every WebSocket length form.
+func TestProtobuf(t *testing.T) {
+	eachCarrier(t, func(t *testing.T, loop *client.Loop) {
+		srv := startServer(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		got := make(chan []byte, 8)
+		pb := dial(t, srv, "pat", client.Config{Loop: loop, Protobuf: true, OnPublication: func(_ string, p *protocol.Publication) {
+			got <- append([]byte(nil), p.Data...)
+		}})
+		if pb.ID() == "" {
+			t.Fatal("no client id")
+		}
+		tok, _ := auth.MintConnect(secret, auth.ConnectClaims{UserID: "rae"}, time.Hour)
+		q, err := client.Dial(ctx, client.Config{URL: srv.WebSocketURL() + "?format=protobuf", Token: tok, Loop: loop})
+		if err != nil {
+			t.Fatalf("dial with ?format=protobuf: %v", err)
+		}
+		defer q.Close()
+		if _, err := pb.Subscribe(ctx, "news", client.SubscribeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		js := dial(t, srv, "sam", client.Config{Loop: loop})
+		if _, err := js.Subscribe(ctx, "news", client.SubscribeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := js.Publish(ctx, "news", []byte(`{"n":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := pb.Publish(ctx, "news", []byte(`{"n":2}`)); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{`{"n":1}`, `{"n":2}`}
+		for _, n := range []int{1000, 60000, 200000} {
+			data := `"` + strings.Repeat("y", n) + `"`
+			if _, err := srv.Node.Publish(ctx, "news", []byte(data), gateway.PublishOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, data)
+		}
+		for i, w := range want {
+			select {
+			case d := <-got:
+				if string(d) != w {
+					t.Fatalf("publication %d: got %d bytes %.40q, want %d bytes", i, len(d), d, len(w))
+				}
+			case <-ctx.Done():
+				t.Fatalf("publication %d (%d bytes) not delivered", i, len(w))
+			}
+		}
+		h, err := pb.History(ctx, "news", 10, nil)
+		if err != nil || len(h.Publications) != 5 || string(h.Publications[0].Data) != `{"n":1}` || h.Epoch == "" {
+			t.Fatalf("history %+v %v", h, err)
+		}
+		if p, err := pb.Presence(ctx, "news"); err != nil || len(p.Presence) != 2 || p.Presence[pb.ID()].User != "pat" {
+			t.Fatalf("presence %+v %v", p, err)
+		}
+		var se *client.Error
+		if err := q.Publish(ctx, "news", []byte(`{}`)); !errors.As(err, &se) || se.Code != 103 {
+			t.Fatalf("publish without subscription: got %v, want error 103", err)
+		}
+	})
+}
+
+// A client asking for Protobuf refuses a server that does not name the
+// subprotocol in its upgrade answer, rather than speak past it.
+func TestProtobufRefusedByJSONOnlyServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil) // offers no subprotocol
+		if err == nil {
+			_, _, _ = ws.ReadMessage()
+			_ = ws.Close()
+		}
+	})}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close(); <-done }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = client.Dial(ctx, client.Config{URL: "ws://" + ln.Addr().String() + "/", Protobuf: true})
+	if err == nil || !strings.Contains(err.Error(), "did not accept subprotocol") {
+		t.Fatalf("dial: %v", err)
+	}
 }

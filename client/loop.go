@@ -97,6 +97,9 @@ func (l *Loop) dial(ctx context.Context, c *Client) (*loopConn, error) {
 	for k, v := range c.cfg.Header {
 		req.Header[k] = v
 	}
+	if c.cfg.Protobuf {
+		req.Header["Sec-WebSocket-Protocol"] = []string{protobufSubprotocol}
+	}
 	br := bufio.NewReaderSize(nc, 1024)
 	if err := req.Write(nc); err != nil {
 		nc.Close()
@@ -115,6 +118,10 @@ func (l *Loop) dial(ctx context.Context, c *Client) (*loopConn, error) {
 	if resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
 		nc.Close()
 		return nil, fmt.Errorf("dial %s: bad handshake: wrong Sec-WebSocket-Accept", c.cfg.URL)
+	}
+	if err := checkSubprotocol(&c.cfg, resp.Header.Get("Sec-WebSocket-Protocol")); err != nil {
+		nc.Close()
+		return nil, err
 	}
 	_ = nc.SetDeadline(time.Time{})
 	lc := &loopConn{c: c}
@@ -232,8 +239,12 @@ func (lc *loopConn) onClose(err error) {
 	lc.c.ended(err)
 }
 
-func (lc *loopConn) writeText(frame []byte) error {
-	if _, err := lc.nc.Write(appendMasked(nil, opText, frame)); err != nil {
+func (lc *loopConn) writeMessage(binary bool, payload []byte) error {
+	op := byte(opText)
+	if binary {
+		op = opBinary
+	}
+	if _, err := lc.nc.Write(appendMasked(nil, op, payload)); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil

@@ -300,7 +300,7 @@ func (s *session) expireSubs(ctx context.Context, wall int64) {
 
 // expireSub ends sub, if it is still the session's subscription to its channel.
 func (s *session) expireSub(ctx context.Context, sub *subscription) {
-	if s.remove(ctx, sub.channel, sub, unsubscribeFrame(sub.channel, unsubscribeExpired, "subscription expired")) {
+	if s.remove(ctx, sub.channel, sub, unsubscribeFrame(s.enc(), sub.channel, unsubscribeExpired, "subscription expired")) {
 		s.node.log.Info("subscription expired", "client", s.id, "channel", sub.channel)
 	}
 }

@@ -108,7 +108,7 @@ func (s *session) establish(ctx context.Context, id uint32, req *protocol.Connec
 	if len(joined) == 0 {
 		return replied(rep)
 	}
-	frame, err := encodeReply(rep)
+	frame, err := encodeReply(s.enc(), rep)
 	if err != nil {
 		n.log.Error("encode connect reply", "client", s.id, "err", err)
 		for _, sub := range joined {

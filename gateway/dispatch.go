@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,12 +24,13 @@ const maxFrameCommands = 100
 func (s *session) handleFrame(data []byte) {
 	s.hb.touch()
 	s.node.metrics.bytesIn.Add(float64(len(data)))
-	if len(bytes.TrimSpace(data)) == 0 {
+	enc := s.enc()
+	if len(data) == 0 || enc == encJSON && len(bytes.TrimSpace(data)) == 0 {
 		return
 	}
-	cmds, err := decodeFrame(data)
+	cmds, err := decodeFrame(enc, data)
 	if err != nil {
-		s.node.log.Info("malformed client frame", "client", s.id, "remote", s.conn.RemoteAddr(), "err", err)
+		s.node.log.Info("malformed client frame", "client", s.id, "remote", s.conn.RemoteAddr(), "encoding", enc, "err", err)
 		s.node.metrics.commandErrors.WithLabelValues("decode").Inc()
 		s.close(DisconnectBadRequest, false)
 		return
@@ -43,17 +45,28 @@ func (s *session) handleFrame(data []byte) {
 	}
 }
 
-// decodeFrame splits a client frame into its newline-delimited commands.
-// The frame is copied first: the decoder does not copy strings, the
-// transport reuses data after the handler returns, and channel names live on.
-func decodeFrame(data []byte) ([]*protocol.Command, error) {
-	data = bytes.Clone(data)
-	dec := protocol.NewJSONCommandDecoder(data)
+// decodeFrame splits a client frame into its commands: newline-delimited
+// in JSON, each prefixed with its varint length in Protobuf. A JSON frame
+// is copied first: that decoder does not copy strings, the transport reuses
+// data after the handler returns, and channel names live on. The Protobuf
+// decoder copies what it decodes.
+func decodeFrame(enc encoding, data []byte) ([]*protocol.Command, error) {
+	var dec protocol.CommandDecoder
+	if enc == encProtobuf {
+		dec = protocol.NewProtobufCommandDecoder(data)
+	} else {
+		dec = protocol.NewJSONCommandDecoder(bytes.Clone(data))
+	}
 	var cmds []*protocol.Command
 	for {
 		cmd, err := dec.Decode()
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("command %d: %w", len(cmds)+1, err)
+		}
+		// The Protobuf decoder returns the last command with io.EOF; io.EOF
+		// alone means bytes are left that are no length prefix.
+		if enc == encProtobuf && cmd == nil && len(data) > 0 {
+			return nil, fmt.Errorf("command %d: truncated or invalid length prefix", len(cmds)+1)
 		}
 		if cmd != nil {
 			cmds = append(cmds, cmd)
@@ -105,6 +118,15 @@ func (s *session) handleCommand(cmd *protocol.Command) bool {
 		n.log.Info("command without id", "client", s.id, "method", method)
 		s.close(DisconnectBadRequest, false)
 		return false
+	}
+
+	if s.enc() == encProtobuf && !jsonData(cmd) { // JSON frames carry JSON data by construction
+		n.log.Info("command data is not JSON", "client", s.id, "method", method)
+		n.metrics.commandErrors.WithLabelValues(method).Inc()
+		if method == "send" {
+			return true
+		}
+		return s.reply(cmd.Id, &protocol.Reply{Error: protoError(ErrBadRequest)})
 	}
 
 	ctx, cancel := context.WithTimeout(n.ctx, commandTimeout)
@@ -165,13 +187,34 @@ func (s *session) conclude(method string, id uint32, out outcome) bool {
 // reply queues rep as the answer to command id.
 func (s *session) reply(id uint32, rep *protocol.Reply) bool {
 	rep.Id = id
-	frame, err := encodeReply(rep)
+	frame, err := encodeReply(s.enc(), rep)
 	if err != nil {
 		s.node.log.Error("encode reply", "client", s.id, "err", err)
 		s.close(DisconnectServerError, false)
 		return false
 	}
 	return s.enqueue(frame)
+}
+
+// jsonData reports whether the data a command carries, if any, is JSON.
+// Spindle relays data as JSON, to the backend and to JSON subscribers, so
+// a Protobuf session's data must be JSON too (Centrifugo's b64data for
+// binary payloads is not supported).
+func jsonData(c *protocol.Command) bool {
+	var data []byte
+	switch {
+	case c.Connect != nil:
+		data = c.Connect.Data
+	case c.Subscribe != nil:
+		data = c.Subscribe.Data
+	case c.Publish != nil:
+		data = c.Publish.Data
+	case c.Rpc != nil:
+		data = c.Rpc.Data
+	case c.Send != nil:
+		data = c.Send.Data
+	}
+	return len(data) == 0 || json.Valid(data)
 }
 
 func commandMethod(c *protocol.Command) string {

@@ -1,20 +1,78 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net/http"
 
 	"github.com/centrifugal/protocol"
 
 	"github.com/spindlehq/spindle/transport"
 )
 
+// The two encodings of the client protocol, fixed per connection at the
+// upgrade as in Centrifugo: JSON in text frames (several commands in one
+// frame separated by newlines), and Protobuf in binary frames (each
+// protocol.Command or protocol.Reply prefixed with its length as a varint).
+
+// ProtobufSubprotocol is the WebSocket subprotocol of the Protobuf encoding.
+const ProtobufSubprotocol = "centrifuge-protobuf"
+
+// Subprotocols are the WebSocket subprotocols the gateway offers
+// (transport.Config.Subprotocols).
+var Subprotocols = []string{ProtobufSubprotocol}
+
+// Binary reports whether an upgrade asks for the Protobuf encoding
+// (transport.Config.Binary): by the subprotocol, or by the query
+// parameters Centrifugo also reads, ?format=protobuf or ?cf_protocol=protobuf.
+func Binary(r *http.Request, subprotocol string) bool {
+	if subprotocol == ProtobufSubprotocol {
+		return true
+	}
+	if r.URL == nil || r.URL.RawQuery == "" {
+		return false
+	}
+	q := r.URL.Query()
+	return q.Get("format") == "protobuf" || q.Get("cf_protocol") == "protobuf"
+}
+
+// encoding is a session's wire format.
+type encoding uint8
+
+const (
+	encJSON encoding = iota
+	encProtobuf
+	numEncodings
+)
+
+func (e encoding) String() string {
+	if e == encProtobuf {
+		return "protobuf"
+	}
+	return "json"
+}
+
+// enc is the session's encoding, which its connection's upgrade chose.
+func (s *session) enc() encoding {
+	if s.conn.Binary() {
+		return encProtobuf
+	}
+	return encJSON
+}
+
 var replyEncoder = protocol.NewJSONReplyEncoder()
 
-// pingFrame is the server ping: an empty reply.
-var pingFrame = transport.AppendFrame(nil, transport.OpText, []byte("{}"))
+// pingFrames are the server ping in each encoding: an empty reply.
+var pingFrames = [numEncodings][]byte{
+	encJSON:     transport.AppendFrame(nil, transport.OpText, []byte("{}")),
+	encProtobuf: transport.AppendFrame(nil, transport.OpBinary, []byte{0}), // length 0, no fields
+}
 
-// encodeReply returns rep as one WebSocket text frame.
-func encodeReply(rep *protocol.Reply) ([]byte, error) {
+// encodeReply returns rep as one WebSocket frame of encoding enc.
+func encodeReply(enc encoding, rep *protocol.Reply) ([]byte, error) {
+	if enc == encProtobuf {
+		return encodeProtobufReply(rep)
+	}
 	data, err := replyEncoder.Encode(rep)
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)
@@ -22,4 +80,60 @@ func encodeReply(rep *protocol.Reply) ([]byte, error) {
 	return transport.AppendFrame(make([]byte, 0, transport.FrameSize(len(data))), transport.OpText, data), nil
 }
 
-func encodePush(p *protocol.Push) ([]byte, error) { return encodeReply(&protocol.Reply{Push: p}) }
+// encodeProtobufReply frames rep, length-delimited, in one binary frame
+// built in a single allocation.
+func encodeProtobufReply(rep *protocol.Reply) ([]byte, error) {
+	size := rep.SizeCF()
+	payload := uvarintLen(uint64(size)) + size
+	frame := transport.AppendFrameHeader(make([]byte, 0, transport.FrameSize(payload)), transport.OpBinary, payload)
+	frame = binary.AppendUvarint(frame, uint64(size))
+	body := frame[len(frame) : len(frame)+size]
+	if _, err := rep.MarshalToSizedBufferCF(body); err != nil {
+		return nil, fmt.Errorf("encode protobuf reply: %w", err)
+	}
+	return frame[:len(frame)+size], nil
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+func encodePush(enc encoding, p *protocol.Push) ([]byte, error) {
+	return encodeReply(enc, &protocol.Reply{Push: p})
+}
+
+// sharedPush is one push for many sessions (a publication, a join or
+// leave, an unsubscribe notice), framed at most once per encoding and only
+// for an encoding some session asks for. It is used by one goroutine, the
+// one fanning the push out; the frames it returns are shared, never written.
+type sharedPush struct {
+	push   *protocol.Push
+	frames [numEncodings][]byte
+	err    [numEncodings]error
+}
+
+func newSharedPush(p *protocol.Push) *sharedPush { return &sharedPush{push: p} }
+
+// frame returns the push framed for enc; nil when it does not encode in
+// enc (see failed).
+func (p *sharedPush) frame(enc encoding) []byte {
+	if p.frames[enc] == nil && p.err[enc] == nil {
+		p.frames[enc], p.err[enc] = encodePush(enc, p.push)
+	}
+	return p.frames[enc]
+}
+
+// failed is the first encoding error, for the fan-out to log once.
+func (p *sharedPush) failed() error {
+	for _, err := range p.err {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -9,24 +9,24 @@ import (
 )
 
 // What the broker delivers to a node (broker.EventHandler): each event is
-// framed once and handed to the hub, which only enqueues.
+// framed once per encoding its subscribers use (sharedPush) and handed to
+// the hub, which only enqueues.
 
 // HandlePublication implements broker.EventHandler.
 func (n *Node) HandlePublication(ch string, pub *broker.Publication, sp broker.StreamPosition) {
-	frame, err := encodePush(&protocol.Push{Channel: ch, Pub: toProtoPub(pub)})
-	if err != nil {
-		n.log.Error("encode publication", "channel", ch, "err", err)
-		return
-	}
+	p := newSharedPush(&protocol.Push{Channel: ch, Pub: toProtoPub(pub)})
 	n.metrics.published.Inc()
 	if pub.Offset > 0 && n.hub.advance(ch, sp) {
-		n.resync(ch, frame, pub.Offset)
-		return
+		n.resync(ch, p, pub.Offset)
+	} else {
+		start := time.Now()
+		d := n.hub.broadcast(ch, p, pub.Offset, false)
+		n.metrics.fanout.Observe(time.Since(start).Seconds())
+		n.metrics.delivered.Add(float64(d))
 	}
-	start := time.Now()
-	d := n.hub.broadcast(ch, frame, pub.Offset, false)
-	n.metrics.fanout.Observe(time.Since(start).Seconds())
-	n.metrics.delivered.Add(float64(d))
+	if err := p.failed(); err != nil {
+		n.log.Error("encode publication: not delivered to some subscribers", "channel", ch, "err", err)
+	}
 }
 
 // HandleJoin implements broker.EventHandler.
@@ -41,10 +41,9 @@ func (n *Node) HandleLeave(ch string, info *broker.ClientInfo) {
 
 // broadcastPresence sends a join or leave push to the subscriptions that asked for them.
 func (n *Node) broadcastPresence(ch string, p *protocol.Push) {
-	frame, err := encodePush(p)
-	if err != nil {
+	sp := newSharedPush(p)
+	n.hub.broadcast(ch, sp, 0, true)
+	if err := sp.failed(); err != nil {
 		n.log.Error("encode join/leave", "channel", ch, "err", err)
-		return
 	}
-	n.hub.broadcast(ch, frame, 0, true)
 }

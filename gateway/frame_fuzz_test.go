@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"testing"
+
+	"github.com/centrifugal/protocol"
 )
 
 func FuzzDecodeFrame(f *testing.F) {
@@ -24,7 +27,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cmds, err := decodeFrame(data)
+		cmds, err := decodeFrame(encJSON, data)
 		if err != nil {
 			if cmds != nil {
 				t.Fatalf("error %v with %d commands", err, len(cmds))
@@ -39,6 +42,66 @@ func FuzzDecodeFrame(f *testing.F) {
 				t.Fatal("nil command without error")
 			}
 			_ = commandMethod(c) // must classify every command without panicking
+		}
+	})
+}
+
+// FuzzDecodeProtobufFrame feeds the Protobuf decoding path what a client
+// could send in a binary frame; seeds are well-formed frames (here and in
+// testdata/fuzz) and their corruptions. A frame decodes entirely or not at
+// all, within the command limit, and every command it yields encodes back
+// and decodes to the same command.
+func FuzzDecodeProtobufFrame(f *testing.F) {
+	frames := [][]*protocol.Command{
+		{{Id: 1, Connect: &protocol.ConnectRequest{Token: "x", Name: "js"}}},
+		{{Id: 1, Connect: &protocol.ConnectRequest{}}, {Id: 2, Subscribe: &protocol.SubscribeRequest{Channel: "news", Recover: true, Offset: 3, Epoch: "abc"}}},
+		{{}}, // a pong
+		{{Id: 3, Publish: &protocol.PublishRequest{Channel: "chat:1", Data: protocol.Raw(`{"text":"hi"}`)}}},
+		{{Id: 4, History: &protocol.HistoryRequest{Channel: "a", Limit: -1, Since: &protocol.StreamPosition{Offset: 1, Epoch: "e"}, Reverse: true}}},
+		{{Id: 5, Presence: &protocol.PresenceRequest{Channel: "a"}}, {Id: 6, PresenceStats: &protocol.PresenceStatsRequest{Channel: "a"}}},
+		{{Id: 7, Refresh: &protocol.RefreshRequest{Token: "t"}}, {Id: 8, Rpc: &protocol.RPCRequest{Method: "m"}}},
+	}
+	for _, cmds := range frames {
+		var b []byte
+		for _, c := range cmds {
+			m, err := c.MarshalCF()
+			if err != nil {
+				f.Fatal(err)
+			}
+			b = binary.AppendUvarint(b, uint64(len(m)))
+			b = append(b, m...)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)-1])
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmds, err := decodeFrame(encProtobuf, data)
+		if err != nil {
+			if cmds != nil {
+				t.Fatalf("error %v with %d commands", err, len(cmds))
+			}
+			return
+		}
+		if len(data) > 0 && len(cmds) == 0 {
+			t.Fatalf("%d bytes decoded to no command and no error", len(data))
+		}
+		if len(cmds) > maxFrameCommands {
+			t.Fatalf("%d commands decoded, limit %d", len(cmds), maxFrameCommands)
+		}
+		for _, c := range cmds {
+			if c == nil {
+				t.Fatal("nil command without error")
+			}
+			_ = commandMethod(c)
+			m, err := c.MarshalCF()
+			if err != nil {
+				t.Fatalf("re-encode: %v", err)
+			}
+			var back protocol.Command
+			if err := back.UnmarshalCF(m); err != nil || commandMethod(&back) != commandMethod(c) || back.Id != c.Id {
+				t.Fatalf("round trip: %+v -> %+v (%v)", c, &back, err)
+			}
 		}
 	})
 }

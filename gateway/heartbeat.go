@@ -80,7 +80,7 @@ func (n *Node) scan(ctx context.Context) {
 				s.hb.pingSent.Store(now)
 			}
 			s.hb.nextPing.Store(now + interval)
-			s.enqueue(pingFrame)
+			s.enqueue(pingFrames[s.enc()])
 		}
 		if exp := s.expireAt.Load(); exp > 0 && wall > exp && s.serverRefresh {
 			s.refreshProxy(wall)

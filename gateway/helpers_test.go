@@ -98,7 +98,7 @@ func serveTestNode(t *testing.T, tn *testNode, keep []string) {
 	tr, err := transport.New(transport.Config{
 		Addr: "127.0.0.1:0", Path: "/connection/websocket", MaxMessageSize: 64 << 10,
 		CheckOrigin: tn.CheckOrigin, Admit: tn.Admit, MaxConns: tn.MaxConnections(), Logger: testLogger(),
-		KeepHeaders: keep,
+		KeepHeaders: keep, Subprotocols: Subprotocols, Binary: Binary,
 	}, tn.Node)
 	if err == nil {
 		err = tr.Start()

@@ -93,15 +93,20 @@ func (h *hub) advance(ch string, sp broker.StreamPosition) (gap bool) {
 	return ok && (prev.Epoch != sp.Epoch || sp.Offset != prev.Offset+1)
 }
 
-// broadcast hands one framed message to every local subscriber of ch.
+// broadcast hands one push to every local subscriber of ch, each in the
+// frame of its session's encoding (framed on first use, then shared).
 // offset orders it against the stream position a new subscriber was given.
 // joinLeave limits delivery to subscriptions that asked for join/leave.
-func (h *hub) broadcast(ch string, frame []byte, offset uint64, joinLeave bool) int {
+func (h *hub) broadcast(ch string, p *sharedPush, offset uint64, joinLeave bool) int {
 	sh := h.shard(ch)
 	sh.mu.RLock()
 	n := 0
 	for s, sub := range sh.channels[ch] {
 		if joinLeave && !sub.joinLeave {
+			continue
+		}
+		frame := p.frame(s.enc())
+		if frame == nil {
 			continue
 		}
 		sub.deliver(s, frame, offset)

@@ -15,12 +15,12 @@ import "context"
 // from the broker's history, not from what this node delivered).
 
 // resync ends the channel's live subscriptions with 2500 and hands the
-// publication (frame at offset) to the pending ones. The hub calls it on a
+// publication (p at offset) to the pending ones. The hub calls it on a
 // gap, on the broker's delivery path: the state changes are made here, so
 // that no later publication reaches a subscription it ended; what waits on
 // the broker or presence runs in a task.
-func (n *Node) resync(ch string, frame []byte, offset uint64) {
-	notice := unsubscribeFrame(ch, unsubscribeInsufficientState, "insufficient state")
+func (n *Node) resync(ch string, p *sharedPush, offset uint64) {
+	notice := newSharedPush(unsubscribeNotice(ch, unsubscribeInsufficientState, "insufficient state"))
 	type ended struct {
 		s   *session
 		sub *subscription
@@ -29,9 +29,10 @@ func (n *Node) resync(ch string, frame []byte, offset uint64) {
 	sh := n.hub.shard(ch)
 	sh.mu.RLock()
 	for s, sub := range sh.channels[ch] {
-		if s.cut(sub, notice) {
+		enc := s.enc()
+		if s.cut(sub, notice.frame(enc)) {
 			cut = append(cut, ended{s, sub})
-		} else {
+		} else if frame := p.frame(enc); frame != nil {
 			sub.deliver(s, frame, offset)
 		}
 	}

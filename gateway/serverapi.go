@@ -85,7 +85,7 @@ func (n *Node) Subscribe(ctx context.Context, user, client, ch string) (int, err
 		case err != nil:
 			return count, fmt.Errorf("subscribe client %s: %w", s.id, err)
 		}
-		push, err := encodePush(&protocol.Push{Channel: ch, Subscribe: &protocol.Subscribe{
+		push, err := encodePush(s.enc(), &protocol.Push{Channel: ch, Subscribe: &protocol.Subscribe{
 			Recoverable: res.Recoverable, Epoch: res.Epoch, Offset: res.Offset, Positioned: res.Positioned,
 		}})
 		if err != nil {
@@ -103,7 +103,7 @@ func (n *Node) Subscribe(ctx context.Context, user, client, ch string) (int, err
 func (n *Node) Unsubscribe(ctx context.Context, user, client, ch string) int {
 	count := 0
 	for _, s := range n.sessions.find(user, client) {
-		if s.unsubscribe(ctx, ch, unsubscribePush(ch)) {
+		if s.unsubscribe(ctx, ch, unsubscribePush(s.enc(), ch)) {
 			count++
 		}
 	}

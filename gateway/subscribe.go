@@ -221,7 +221,7 @@ func (s *session) activate(ctx context.Context, first []byte, subs ...*subscript
 	for _, sub := range subs {
 		if sub.state == subCancelled {
 			if sub.pushUnsub {
-				s.enqueue(unsubscribePush(sub.channel))
+				s.enqueue(unsubscribePush(s.enc(), sub.channel))
 			}
 			cancelled = append(cancelled, sub)
 			continue
@@ -279,13 +279,18 @@ func (s *session) remove(ctx context.Context, ch string, only *subscription, not
 }
 
 // unsubscribePush is the frame telling a client the server ended its subscription to ch.
-func unsubscribePush(ch string) []byte {
-	return unsubscribeFrame(ch, unsubscribeServer, "server unsubscribe")
+func unsubscribePush(enc encoding, ch string) []byte {
+	return unsubscribeFrame(enc, ch, unsubscribeServer, "server unsubscribe")
 }
 
-// unsubscribeFrame is an unsubscribe push for ch with code and reason.
-func unsubscribeFrame(ch string, code uint32, reason string) []byte {
-	frame, err := encodePush(&protocol.Push{Channel: ch, Unsubscribe: &protocol.Unsubscribe{Code: code, Reason: reason}})
+// unsubscribeNotice is an unsubscribe push for ch with code and reason.
+func unsubscribeNotice(ch string, code uint32, reason string) *protocol.Push {
+	return &protocol.Push{Channel: ch, Unsubscribe: &protocol.Unsubscribe{Code: code, Reason: reason}}
+}
+
+// unsubscribeFrame is unsubscribeNotice framed in enc.
+func unsubscribeFrame(enc encoding, ch string, code uint32, reason string) []byte {
+	frame, err := encodePush(enc, unsubscribeNotice(ch, code, reason))
 	if err != nil {
 		panic("gateway: encode unsubscribe push: " + err.Error()) // a fixed struct always encodes
 	}
@@ -432,7 +437,7 @@ func (s *session) join(ctx context.Context, id uint32, req *protocol.SubscribeRe
 		sub.expireAt.Store(expireAt)
 		s.subExpiry.Store(true)
 	}
-	frame, err := encodeReply(&protocol.Reply{Id: id, Subscribe: res})
+	frame, err := encodeReply(s.enc(), &protocol.Reply{Id: id, Subscribe: res})
 	if err != nil {
 		n.log.Error("encode subscribe reply", "client", s.id, "channel", ch, "err", err)
 		s.drop(ctx, sub)
@@ -444,7 +449,7 @@ func (s *session) join(ctx context.Context, id uint32, req *protocol.SubscribeRe
 
 // handleUnsubscribe queues its reply itself, in the same step as the removal.
 func (s *session) handleUnsubscribe(ctx context.Context, id uint32, req *protocol.UnsubscribeRequest) outcome {
-	frame, err := encodeReply(&protocol.Reply{Id: id, Unsubscribe: &protocol.UnsubscribeResult{}})
+	frame, err := encodeReply(s.enc(), &protocol.Reply{Id: id, Unsubscribe: &protocol.UnsubscribeResult{}})
 	if err != nil {
 		s.node.log.Error("encode unsubscribe reply", "client", s.id, "err", err)
 		return disconnect(DisconnectServerError)

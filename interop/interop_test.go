@@ -181,3 +181,21 @@ func (w *testWriter) logLocked(line string) {
 	}
 	w.t.Log(w.prefix + strings.TrimRight(line, "\r"))
 }
+
+// The SDK's Protobuf build (centrifuge/build/protobuf) against the same
+// gateway, beside its JSON build: sdk-protobuf.test.mjs.
+func TestCentrifugeJSSDKProtobuf(t *testing.T) {
+	node := nodeWithSDK(t)
+	if _, err := os.Stat(filepath.Join("node_modules", "protobufjs", "package.json")); err != nil {
+		skipOrFatal(t, "interop/node_modules/protobufjs (the SDK's Protobuf build needs it) missing")
+	}
+	cfg := gatewayConfig()
+	cfg.Channel.AllowPublishForSubscriber = true // case P2 publishes from both builds
+	srv := startGateway(t, cfg)
+	runNodeTest(t, node, "sdk-protobuf.test.mjs",
+		"SPINDLE_WS_URL="+srv.WebSocketURL(),
+		"SPINDLE_API_URL="+srv.APIURL(),
+		"SPINDLE_API_KEY="+apiKey,
+		"SPINDLE_SECRET="+secret,
+	)
+}

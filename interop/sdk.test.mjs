@@ -12,133 +12,13 @@
 // history on so a refused publish can be shown not to have been stored.
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes } from 'node:crypto';
 import { Centrifuge } from 'centrifuge';
-import WebSocket from 'ws';
+import * as h from './helpers.mjs';
+import { WAIT, CASE, mintToken, now, userToken, uniq, api, once, collect, sleep, connected } from './helpers.mjs';
 
-const WS_URL = need('SPINDLE_WS_URL');
-const API_URL = need('SPINDLE_API_URL');
-const API_KEY = need('SPINDLE_API_KEY');
-const SECRET = need('SPINDLE_SECRET');
+const newClient = (token, opts) => h.newClient(Centrifuge, token, opts);
 
-// Every wait is short: a gateway on loopback answers in milliseconds, so a
-// hang fails the case quickly instead of running into node:test's timeout.
-const WAIT = 3000;
-const CASE = { timeout: 15000 };
-
-function need(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (interop_test.go sets it)`);
-  return v;
-}
-
-// --- helpers ---------------------------------------------------------------
-
-const b64url = (buf) => Buffer.from(buf).toString('base64url');
-
-// mintToken makes an HS256 JWT the way a Centrifugo app backend would.
-function mintToken(claims, secret = SECRET) {
-  const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const payload = b64url(JSON.stringify(claims));
-  const sig = createHmac('sha256', secret).update(`${header}.${payload}`).digest();
-  return `${header}.${payload}.${b64url(sig)}`;
-}
-
-const now = () => Math.floor(Date.now() / 1000);
-const userToken = (user) => mintToken({ sub: user, exp: now() + 300 });
-
-function uniq(prefix) {
-  return `${prefix}-${randomBytes(4).toString('hex')}`;
-}
-
-// api calls the server HTTP API and returns its result, throwing on an error
-// reply so a broken API call cannot pass silently.
-async function api(method, params) {
-  const res = await fetch(`${API_URL}/${method}`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', 'X-API-Key': API_KEY },
-    body: JSON.stringify(params),
-    signal: AbortSignal.timeout(WAIT),
-  });
-  assert.equal(res.status, 200, `API ${method}: HTTP ${res.status}`);
-  const body = await res.json();
-  if (body.error) throw new Error(`API ${method}: error ${JSON.stringify(body.error)}`);
-  return body.result;
-}
-
-function withTimeout(promise, what, ms = WAIT) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms}ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-// once resolves with the next `event` of an SDK client or subscription.
-function once(emitter, event, ms = WAIT) {
-  return withTimeout(new Promise((resolve) => emitter.once(event, resolve)), `event "${event}"`, ms);
-}
-
-// collect records every `event` so a case can wait for a count and then
-// assert on exactly what arrived.
-function collect(emitter, event) {
-  const got = [];
-  const waiters = [];
-  emitter.on(event, (ctx) => {
-    got.push(ctx);
-    for (const w of waiters.filter((w) => w.done())) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve();
-    }
-  });
-  // until waits for an event matching pred and returns it.
-  got.until = (pred, what, ms = WAIT) => {
-    const find = () => got.find(pred);
-    return withTimeout(
-      find() ? Promise.resolve() : new Promise((resolve) => waiters.push({ done: () => !!find(), resolve })),
-      `"${event}" ${what} (have ${JSON.stringify(got)})`,
-      ms,
-    ).then(find);
-  };
-  got.atLeast = (n, ms = WAIT) => {
-    const done = () => got.length >= n;
-    return withTimeout(
-      done() ? Promise.resolve() : new Promise((resolve) => waiters.push({ done, resolve })),
-      `${n} "${event}" events (have ${got.length})`,
-      ms,
-    ).then(() => got);
-  };
-  return got;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-const clients = [];
-
-// newClient makes an SDK client the way an app would in Node, with short
-// timeouts; it is disconnected after the case.
-function newClient(token, opts = {}) {
-  const c = new Centrifuge(WS_URL, {
-    websocket: WebSocket,
-    token,
-    timeout: WAIT,
-    minReconnectDelay: 100,
-    maxReconnectDelay: 300,
-    ...opts,
-  });
-  clients.push(c);
-  return c;
-}
-
-async function connected(c) {
-  const ev = once(c, 'connected');
-  c.connect();
-  return ev;
-}
-
-afterEach(() => {
-  for (const c of clients.splice(0)) c.disconnect();
-});
+afterEach(h.disconnectAll);
 
 // --- cases -----------------------------------------------------------------
 

@@ -174,6 +174,10 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		APIIdleTimeout:   cfg.APIIdleTimeout.D(),
 		Refused:          s.Node.RefusedAtDoor,
 		Turnaway:         s.Node.Turnaway,
+
+		// JSON, or Protobuf when the upgrade asks for it.
+		Subprotocols: gateway.Subprotocols,
+		Binary:       gateway.Binary,
 	}, s.Node)
 	if err != nil {
 		return nil, err

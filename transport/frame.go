@@ -15,17 +15,21 @@ const (
 // dst. A broadcast builds its frame once and hands the same bytes to every
 // connection.
 func AppendFrame(dst []byte, op byte, payload []byte) []byte {
-	n := len(payload)
+	return append(AppendFrameHeader(dst, op, len(payload)), payload...)
+}
+
+// AppendFrameHeader appends the header of one unmasked, final server frame
+// whose payload of n bytes the caller appends next.
+func AppendFrameHeader(dst []byte, op byte, n int) []byte {
 	switch {
 	case n < 126:
-		dst = append(dst, 0x80|op, byte(n))
+		return append(dst, 0x80|op, byte(n))
 	case n <= 0xFFFF:
-		dst = append(dst, 0x80|op, 126, byte(n>>8), byte(n))
+		return append(dst, 0x80|op, 126, byte(n>>8), byte(n))
 	default:
 		dst = append(dst, 0x80|op, 127)
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+		return binary.BigEndian.AppendUint64(dst, uint64(n))
 	}
-	return append(dst, payload...)
 }
 
 // FrameSize is the length AppendFrame adds for a payload of n bytes.

@@ -73,6 +73,15 @@ type Config struct {
 	CloseGrace time.Duration // how long a closing connection may take to write out its close frame before it is reset; 0: 3 s
 
 	KeepHeaders []string // request headers Conn.Header keeps from the upgrade (e.g. for a backend proxy); the rest are dropped
+
+	// Subprotocols are the WebSocket subprotocols offered, in order of
+	// preference: the first one the client also offers is named in the
+	// 101 response (Conn.Subprotocol).
+	Subprotocols []string
+	// Binary, when set, tells from the upgrade request and the negotiated
+	// subprotocol whether the session speaks in binary messages
+	// (Conn.Binary); the transport itself passes either kind of message.
+	Binary func(r *http.Request, subprotocol string) bool
 }
 
 // Server is a listening WebSocket endpoint with the server API beside it.
@@ -110,6 +119,7 @@ type Conn struct {
 	endOnce   sync.Once   // the socket is closed once, flushed or reset
 	endTimer  atomic.Pointer[time.Timer]
 	gone      atomic.Bool // OnClose ran: what was not written left srv.pending
+	binary    bool        // Config.Binary's answer; set before OnOpen, read-only after
 	srv       *Server
 	rx        rxState     // the frame check's, on the event loop only (recv.go)
 	header    http.Header // Config.KeepHeaders of the upgrade request; set before OnOpen, read-only after
@@ -155,6 +165,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	u.MessageLengthLimit = 0 // no limit in nbio: the frame check (recv.go) enforces MaxMessageSize, in order
 	u.KeepaliveTime = cfg.IdleTimeout
 	u.CheckOrigin = cfg.CheckOrigin
+	u.Subprotocols = cfg.Subprotocols
 	if u.CheckOrigin == nil {
 		u.CheckOrigin = func(*http.Request) bool { return true }
 	}
@@ -311,6 +322,9 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 		testHookUpgraded()
 	}
 	c := &Conn{ws: ws, srv: s, header: keptHeaders(r.Header, s.cfg.KeepHeaders)} // the request is not kept: a connection costs its header maps otherwise
+	if s.cfg.Binary != nil {
+		c.binary = s.cfg.Binary(r, ws.Subprotocol())
+	}
 	c.progress.Store(Mono())
 	c.rx.attached.Store(true)
 	ws.SetSession(c)
@@ -324,6 +338,13 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 
 // Header returns the upgrade request's headers named by Config.KeepHeaders; nil when none.
 func (c *Conn) Header() http.Header { return c.header }
+
+// Subprotocol is the WebSocket subprotocol negotiated at the upgrade; "" when none.
+func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
+
+// Binary reports what Config.Binary said of the upgrade: the session's
+// messages are binary.
+func (c *Conn) Binary() bool { return c.binary }
 
 func keptHeaders(h http.Header, keep []string) http.Header {
 	var out http.Header
