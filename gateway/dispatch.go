@@ -35,14 +35,24 @@ func (s *session) handleFrame(data []byte) {
 		s.close(DisconnectBadRequest, false)
 		return
 	}
+	if s.queueCommands(cmds) {
+		return
+	}
+	s.runCommands(cmds)
+}
+
+// runCommands runs cmds in order, on the event loop or on the command
+// runner; it returns false when the connection is being closed.
+func (s *session) runCommands(cmds []*protocol.Command) bool {
 	for i, cmd := range cmds {
 		if s.deferWhileConnecting(cmds[i:]) {
-			return
+			return true
 		}
 		if !s.handleCommand(cmd) {
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // decodeFrame splits a client frame into its commands: newline-delimited

@@ -65,9 +65,10 @@ type Node struct {
 	started  time.Time
 	metrics  *metrics
 
-	hub      *hub      // channel → local subscribers; its shards lock themselves
-	writers  *writers  // the goroutines that write to sockets
-	sessions *registry // open sessions by id and by user
+	hub      *hub           // channel → local subscribers; its shards lock themselves
+	writers  *writers       // the goroutines that write to sockets
+	commands *commandRunner // runs the commands that wait on the broker, off the event loop
+	sessions *registry      // open sessions by id and by user
 
 	// tasks owns the goroutines Start begins; its context is the parent of
 	// every broker call and command deadline (ctx). Close stops both.
@@ -117,6 +118,7 @@ func New(cfg Config, o Options) (*Node, error) {
 	n.rules = newRules(&n.cfg)
 	n.tasks = task.NewGroup(context.Background())
 	n.ctx = n.tasks.Context()
+	n.commands = &commandRunner{tasks: n.tasks}
 	n.metrics = newMetrics(o.Registry, n)
 	return n, nil
 }

@@ -24,9 +24,12 @@ import (
 //     commands, and the proxy worker runs them once connect is decided.
 //   - mu guards subs, gone, and each subscription's state and held frames.
 //   - qmu guards the outbound queue: q, qbytes, scheduled, closing, bigEnd, bigLen.
-//   - tokens, tokensAt: the message handler's (the transport runs one
-//     OnMessage at a time per connection), or the proxy worker's while it
-//     runs the deferred commands (the handler runs none meanwhile).
+//   - rmu guards the command queue (rq, rrun): see commandrunner.go.
+//   - tokens, tokensAt: whoever runs the session's commands — the message
+//     handler (the transport runs one OnMessage at a time per connection),
+//     the command runner while rrun is set (the handler then queues instead
+//     of running), or the proxy worker while it runs the deferred commands
+//     (the handler runs none meanwhile).
 //   - lastPresence: the heartbeat loop's.
 //   - hb and expireAt are atomics: the handler writes, the heartbeat loop reads.
 //   - refreshNext: the heartbeat loop's and the proxy worker's (atomic).
@@ -51,6 +54,10 @@ type session struct {
 	serverRefresh bool
 	refreshNext   atomic.Int64
 	subExpiry     atomic.Bool // some subscription has an expire_at: the heartbeat loop checks them
+
+	rmu  sync.Mutex          // guards rq and rrun
+	rq   []*protocol.Command // commands waiting for the command runner, in order
+	rrun bool                // the runner has the session: scheduled or running its commands
 
 	cmu        sync.Mutex
 	connecting bool                // commands are deferred: a connect waits for the backend, or its deferred commands run
