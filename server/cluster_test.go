@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,30 +16,72 @@ import (
 
 	"github.com/centrifugal/protocol"
 
+	"github.com/spindlehq/spindle/broker/nats/natstest"
 	"github.com/spindlehq/spindle/broker/redis/redistest"
 	"github.com/spindlehq/spindle/client"
 )
 
-// The tests in this file run `spindle serve` processes on one real Redis
-// and follow channels with the project's client package. A follower
-// checks every publication it receives against the stream's offsets: a
-// hole makes it resubscribe with recovery, a dead node makes it reconnect
-// to the next one and recover there, so each test can hold every client
-// to "every acknowledged publication exactly once, in order".
+// The tests in this file run `spindle serve` processes on one shared
+// broker — a real Redis (broker/redis/redistest), then a real in-process
+// nats-server with JetStream (broker/nats/natstest) — and follow channels
+// with the project's client package. A follower checks every publication
+// it receives against the stream's offsets: a hole makes it resubscribe
+// with recovery, a dead node makes it reconnect to the next one and recover
+// there, so each test can hold every client to "every acknowledged
+// publication exactly once, in order".
 
-// startRedisCluster runs n `spindle serve --broker redis` processes on rs.
-func startRedisCluster(t *testing.T, rs *redistest.Server, n int) []*proc {
+// sharedBroker is a broker the nodes of a cluster test share: the flags
+// that point `spindle serve` at it, and stopping and restarting it for an
+// outage.
+type sharedBroker struct {
+	args    []string
+	stop    func()
+	restart func()
+	// afterRestart says what a restart keeps, for the test's log.
+	afterRestart string
+}
+
+// clusterBrokers are the brokers every cluster test runs on, one subtest
+// each.
+var clusterBrokers = []struct {
+	name  string
+	start func(t *testing.T) sharedBroker
+}{
+	{"redis", func(t *testing.T) sharedBroker {
+		rs := redistest.Start(t)
+		return sharedBroker{
+			args: []string{"--broker", "redis", "--redis-address", rs.Addr(), "--redis-prefix", "cluster", "--redis-timeout", "1s"},
+			stop: rs.Stop, restart: rs.Restart,
+			afterRestart: "Redis without persistence comes back empty: a new epoch",
+		}
+	}},
+	{"nats", func(t *testing.T) sharedBroker {
+		ns := natstest.Start(t)
+		return sharedBroker{
+			args: []string{"--broker", "nats", "--nats-url", ns.URL(), "--nats-prefix", "cluster"},
+			stop: ns.Stop, restart: ns.Restart,
+			afterRestart: "JetStream's file store survives the restart: the same epoch",
+		}
+	}},
+}
+
+// onEachBroker runs test once per shared broker, as subtests named after it.
+func onEachBroker(t *testing.T, test func(t *testing.T, b sharedBroker)) {
+	for _, cb := range clusterBrokers {
+		t.Run(cb.name, func(t *testing.T) { test(t, cb.start(t)) })
+	}
+}
+
+// startCluster runs n `spindle serve` processes on b.
+func startCluster(t *testing.T, b sharedBroker, n int) []*proc {
 	t.Helper()
 	bin := spindleBinary(t)
 	nodes := make([]*proc, n)
 	for i := range nodes {
-		nodes[i] = runServeBinary(t, bin, "--broker", "redis", "--redis-address", rs.Addr(),
-			"--redis-prefix", "cluster", "--redis-timeout", "1s")
+		nodes[i] = runServeBinary(t, bin, b.args...)
 	}
-	for i, p := range nodes {
-		if code := p.status("/readyz"); code != 200 {
-			t.Fatalf("node %d: /readyz = %d with Redis up", i, code)
-		}
+	for _, p := range nodes {
+		waitFor(t, func() bool { return p.status("/readyz") == 200 })
 	}
 	return nodes
 }
@@ -136,7 +179,9 @@ func startPublisher(t *testing.T, hc *http.Client, base, ch string, rate float64
 				return
 			case <-tick.C:
 			}
-			raw, _, err := callAPI(ctx, hc, base, "publish", map[string]any{"channel": ch, "data": map[string]int{"n": n}})
+			// Not cancelled by halt: a publish cut off in flight may or may
+			// not have been made, and would count as refused.
+			raw, _, err := callAPI(context.Background(), hc, base, "publish", map[string]any{"channel": ch, "data": map[string]int{"n": n}})
 			s := sent{n: n, ok: err == nil, at: time.Now(), err: err}
 			if err == nil {
 				var res struct{ Offset uint64 }
@@ -196,15 +241,17 @@ type follower struct {
 	offset      uint64      // last offset accepted, in epoch
 	got         map[int]int // payload n → times accepted
 	lastN       int
-	duplicates  int // accepted an n seen before (live or recovered)
-	outOfOrder  int // accepted an n lower than the one before
-	holes       int // recovered publications that did not continue the offsets
-	gaps        int // live offsets that jumped: resubscribed to recover
-	reconnects  int // connections ended and made again
-	recovered   int // resubscribes the server recovered
-	unrecovered int // resubscribes whose position was lost (epoch changed)
-	syncs       int // resubscribes completed
-	caughtUp    int // publications received in recovered subscribe results
+	duplicates  int  // accepted an n seen before (live or recovered)
+	outOfOrder  int  // accepted an n lower than the one before
+	holes       int  // recovered publications that did not continue the offsets
+	gaps        int  // live offsets that jumped: resubscribed to recover
+	reconnects  int  // connections ended and made again
+	recovered   int  // resubscribes the server recovered
+	unrecovered int  // resubscribes whose position was lost (epoch changed)
+	syncs       int  // resubscribes completed
+	cutOff      int  // subscriptions the server ended with 2500 "insufficient state"
+	serverEnded bool // the server ended the subscription: resubscribe without unsubscribing
+	caughtUp    int  // publications received in recovered subscribe results
 	syncing     bool
 	pending     []*protocol.Publication // live publications while syncing
 	failed      error
@@ -237,12 +284,13 @@ func (f *follower) start(t *testing.T, epoch string, offset uint64) {
 func (f *follower) connect(ctx context.Context, url int) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := client.Dial(dctx, client.Config{URL: f.urls[url], Token: f.tok, Name: "cluster-test", OnPublication: f.onPub})
+	c, err := client.Dial(dctx, client.Config{URL: f.urls[url], Token: f.tok, Name: "cluster-test", OnPublication: f.onPub, OnPush: f.onPush})
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", f.urls[url], err)
 	}
 	f.mu.Lock()
 	f.c, f.url = c, url
+	f.serverEnded = false // a new connection: the subscribe below is its first
 	f.mu.Unlock()
 	if err := f.resync(dctx, c, false); err != nil {
 		c.Close()
@@ -273,6 +321,23 @@ func (f *follower) onPub(_ string, pub *protocol.Publication) {
 	}
 }
 
+// onPush runs on the client's reader: an unsubscribe push with a code of
+// 2500 or more (the node missed publications: "insufficient state") asks
+// for a resubscribe with recovery, as the SDKs do.
+func (f *follower) onPush(p *protocol.Push) {
+	if p.Unsubscribe == nil || p.Channel != f.ch || p.Unsubscribe.Code < 2500 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cutOff++
+	f.serverEnded, f.syncing = true, true
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
 // accept takes pub as the next publication; f.mu is held.
 func (f *follower) accept(pub *protocol.Publication) {
 	var d struct{ N int }
@@ -298,7 +363,7 @@ func (f *follower) fail(err error) {
 }
 
 // resync subscribes with recovery from the last accepted position. When
-// the position is lost (Redis lost the stream), it reads the new stream's
+// the position is lost (the broker lost the stream), it reads the new stream's
 // whole history and takes the publications it has not seen, as an
 // application does on recovered=false.
 func (f *follower) resync(ctx context.Context, c *client.Client, again bool) error {
@@ -312,6 +377,16 @@ func (f *follower) resync(ctx context.Context, c *client.Client, again bool) err
 		}
 	}
 	res, err := c.Subscribe(ctx, f.ch, client.SubscribeOptions{Recover: true, Offset: pos.Offset, Epoch: pos.Epoch})
+	// Right after the server ended the subscription, it may still be
+	// ending it: a temporary internal error, retried like an SDK does.
+	for deadline := time.Now().Add(2 * time.Second); isInternal(err) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond): // retry interval
+		}
+		res, err = c.Subscribe(ctx, f.ch, client.SubscribeOptions{Recover: true, Offset: pos.Offset, Epoch: pos.Epoch})
+	}
 	if err != nil {
 		return err
 	}
@@ -365,6 +440,13 @@ func (f *follower) resync(ctx context.Context, c *client.Client, again bool) err
 	return nil
 }
 
+// isInternal reports whether err is the server's internal error (code 100),
+// which it answers to a subscribe while the previous one is still ending.
+func isInternal(err error) bool {
+	var e *client.Error
+	return errors.As(err, &e) && e.Code == 100
+}
+
 // run resubscribes when asked and reconnects, to the next node in urls,
 // when the connection ends.
 func (f *follower) run(ctx context.Context) {
@@ -377,9 +459,13 @@ func (f *follower) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-f.kick:
+			f.mu.Lock()
+			again := !f.serverEnded
+			f.serverEnded = false
+			f.mu.Unlock()
 			// On a connection that ended meanwhile, the reconnect below
 			// resubscribes instead.
-			if err := f.resync(ctx, c, true); err != nil && ctx.Err() == nil && c.Err() == nil {
+			if err := f.resync(ctx, c, again); err != nil && ctx.Err() == nil && c.Err() == nil {
 				f.mu.Lock()
 				f.fail(fmt.Errorf("resubscribe: %w", err))
 				f.mu.Unlock()
@@ -466,8 +552,8 @@ func (f *follower) check(t *testing.T, log []sent) {
 func (f *follower) String() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return fmt.Sprintf("%s: %d received (%d through recovery), gaps %d, reconnects %d, recovered %d, unrecoverable %d",
-		f.name, len(f.got), f.caughtUp, f.gaps, f.reconnects, f.recovered, f.unrecovered)
+	return fmt.Sprintf("%s: %d received (%d through recovery), gaps %d, cut off by the node %d, reconnects %d, recovered %d, unrecoverable %d",
+		f.name, len(f.got), f.caughtUp, f.gaps, f.cutOff, f.reconnects, f.recovered, f.unrecovered)
 }
 
 // follow starts perNode followers homed on each node; each one's fallback
@@ -490,13 +576,14 @@ func follow(t *testing.T, hc *http.Client, nodes []*proc, ch string, perNode int
 	return fs
 }
 
-// Three nodes on one Redis: a publication sent through any node's API
+// Three nodes on one broker: a publication sent through any node's API
 // reaches the clients of every node, in order, exactly once; presence
 // lists the clients of all nodes; history and the stream position read
 // the same from every node.
-func TestThreeNodesOnRedis(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startRedisCluster(t, rs, 3)
+func TestThreeNodes(t *testing.T) { onEachBroker(t, testThreeNodes) }
+
+func testThreeNodes(t *testing.T, b sharedBroker) {
+	nodes := startCluster(t, b, 3)
 	hc := apiClient(t)
 	const ch = "room"
 	fs := follow(t, hc, nodes, ch, 2)
@@ -529,7 +616,7 @@ func TestThreeNodesOnRedis(t *testing.T) {
 	for _, f := range fs {
 		f.catchUp(t, tops[0])
 		f.check(t, log)
-		if f.gaps > 0 || f.reconnects > 0 || f.recovered != 2 { // the first subscribe and catchUp
+		if f.gaps > 0 || f.cutOff > 0 || f.reconnects > 0 || f.recovered != 2 { // the first subscribe and catchUp
 			t.Errorf("%v: every publication should have arrived live", f)
 		}
 	}
@@ -558,9 +645,10 @@ func TestThreeNodesOnRedis(t *testing.T) {
 // steady rate: the killed node's clients reconnect to the others and
 // recover what they missed, and every client has every acknowledged
 // publication exactly once, in order (checked by offsets).
-func TestKillNodeWhilePublishing(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startRedisCluster(t, rs, 3)
+func TestKillNodeWhilePublishing(t *testing.T) { onEachBroker(t, testKillNodeWhilePublishing) }
+
+func testKillNodeWhilePublishing(t *testing.T, b sharedBroker) {
+	nodes := startCluster(t, b, 3)
 	hc := apiClient(t)
 	const ch = "feed"
 	fs := follow(t, hc, nodes, ch, 3)
@@ -614,20 +702,22 @@ func TestKillNodeWhilePublishing(t *testing.T) {
 	t.Logf("%d publications at 40/s, node 2 killed after %d, its clients back after %d", len(log), killedAt, resumed)
 }
 
-// Redis stopped for 10 s and started again (without persistence: it comes
-// back empty) while one node's API publishes at a steady rate: established
-// clients keep their connections, /readyz goes 503 and back to 200, the API
-// refuses publishes while Redis is down, and every publish it acknowledged
-// reaches every client, live or after recovery.
-func TestRedisOutageWhilePublishing(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startRedisCluster(t, rs, 3)
+// The broker stopped for 10 s and started again (Redis without
+// persistence comes back empty; NATS keeps its JetStream store) while one
+// node's API publishes at a steady rate: established clients keep their
+// connections, /readyz goes 503 and back to 200, the API refuses publishes
+// while the broker is down, and every publish it acknowledged reaches every
+// client, live or after recovery.
+func TestBrokerOutageWhilePublishing(t *testing.T) { onEachBroker(t, testBrokerOutageWhilePublishing) }
+
+func testBrokerOutageWhilePublishing(t *testing.T, b sharedBroker) {
+	nodes := startCluster(t, b, 3)
 	hc := apiClient(t)
 	const ch = "news"
 	fs := follow(t, hc, nodes, ch, 2)
 	pub := startPublisher(t, hc, nodes[0].apiURL(), ch, 20)
 	waitFor(t, func() bool { return pub.acked() >= 20 })
-	rs.Stop()
+	b.stop()
 	for _, p := range nodes {
 		waitFor(t, func() bool { return p.status("/readyz") == 503 })
 	}
@@ -636,7 +726,7 @@ func TestRedisOutageWhilePublishing(t *testing.T) {
 	time.Sleep(10 * time.Second) // the outage under test, not synchronisation
 	upAcked := pub.acked()
 	restart := time.Now()
-	rs.Restart()
+	b.restart()
 	for _, p := range nodes {
 		waitFor(t, func() bool { return p.status("/readyz") == 200 })
 	}
@@ -652,10 +742,10 @@ func TestRedisOutageWhilePublishing(t *testing.T) {
 		}
 	}
 	if upAcked != downAcked {
-		t.Errorf("the API acknowledged %d publishes while Redis was down", upAcked-downAcked)
+		t.Errorf("the API acknowledged %d publishes while the broker was down", upAcked-downAcked)
 	}
 	if refused == 0 {
-		t.Error("no publish was refused while Redis was down")
+		t.Error("no publish was refused while the broker was down")
 	}
 	top := streamTop(t, hc, nodes[1], ch)
 	for _, f := range fs {
@@ -666,6 +756,6 @@ func TestRedisOutageWhilePublishing(t *testing.T) {
 		}
 		t.Log(f)
 	}
-	t.Logf("%d publishes: %d acknowledged before the outage, %d refused during it (%v), %d acknowledged after; new epoch %q at offset %d",
-		len(log), downAcked, refused, why, pub.acked()-upAcked, top.Epoch, top.Offset)
+	t.Logf("%d publishes: %d acknowledged before the outage, %d refused during it (%v), %d acknowledged after; epoch %q at offset %d (%s)",
+		len(log), downAcked, refused, why, pub.acked()-upAcked, top.Epoch, top.Offset, b.afterRestart)
 }
