@@ -64,15 +64,17 @@ type Config struct {
 	ShutdownGracePeriod        Duration `yaml:"shutdown_grace_period"`          // SIGTERM: time until exit
 	ShutdownReconnect          Duration `yaml:"shutdown_reconnect_window"`      // SIGTERM: disconnects are spread over this window
 
-	Broker        string   `yaml:"broker"`         // memory (one node), redis or nats (nodes sharing one Redis or NATS)
-	RedisAddress  string   `yaml:"redis_address"`  // host:port of Redis, for broker redis
-	RedisPrefix   string   `yaml:"redis_prefix"`   // prefix of every Redis key and pub/sub channel
-	RedisUsername string   `yaml:"redis_username"` // ACL user; empty: default
-	RedisPassword string   `yaml:"redis_password"` // empty: no AUTH
-	RedisDB       int      `yaml:"redis_db"`       // database number
-	RedisTimeout  Duration `yaml:"redis_timeout"`  // dial, read and write timeout of Redis commands
-	NatsURL       string   `yaml:"nats_url"`       // nats:// address of NATS (comma-separated for several), for broker nats
-	NatsPrefix    string   `yaml:"nats_prefix"`    // prefix of every NATS subject and of the JetStream stream's name
+	Broker         string   `yaml:"broker"`            // memory (one node), redis or nats (nodes sharing one Redis or NATS)
+	RedisAddress   string   `yaml:"redis_address"`     // host:port of Redis, for broker redis
+	RedisPrefix    string   `yaml:"redis_prefix"`      // prefix of every Redis key and pub/sub channel
+	RedisUsername  string   `yaml:"redis_username"`    // ACL user; empty: default
+	RedisPassword  string   `yaml:"redis_password"`    // empty: no AUTH
+	RedisDB        int      `yaml:"redis_db"`          // database number
+	RedisTimeout   Duration `yaml:"redis_timeout"`     // dial, read and write timeout of Redis commands
+	RedisTLS       bool     `yaml:"redis_tls"`         // connect to Redis over TLS
+	RedisTLSCAFile string   `yaml:"redis_tls_ca_file"` // PEM of the CA that signed Redis's certificate; empty: the system's roots
+	NatsURL        string   `yaml:"nats_url"`          // nats:// address of NATS (comma-separated for several), for broker nats
+	NatsPrefix     string   `yaml:"nats_prefix"`       // prefix of every NATS subject and of the JetStream stream's name
 
 	CaptureDir      string   `yaml:"capture_dir"`      // the watchdog's archive of captures
 	WatchdogRules   []string `yaml:"watchdog_rules"`   // "SIGNAL > VALUE for D" or "SIGNAL grow > R/s over D", see guard/watchdog
@@ -146,6 +148,8 @@ var settings = []Setting{
 	{Key: "redis_password", Usage: "Redis password (empty: no AUTH)"},
 	{Key: "redis_db", Usage: "Redis database number"},
 	{Key: "redis_timeout", Usage: "dial, read and write timeout of Redis commands"},
+	{Key: "redis_tls", Usage: "connect to Redis over TLS"},
+	{Key: "redis_tls_ca_file", Usage: "PEM file of the CA that signed Redis's certificate (empty: the system's roots)"},
 	{Key: "nats_url", Usage: "nats:// address of NATS for broker nats (comma-separated for several servers)"},
 	{Key: "nats_prefix", Usage: "prefix of every NATS subject and of the JetStream stream's name"},
 	{Key: "capture_dir", Usage: "the watchdog's archive of captures (goroutine dump, heap and CPU profiles)"},

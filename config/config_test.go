@@ -364,6 +364,8 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"redis_password":                 {"pw", func(c *Config) { c.RedisPassword = "pw" }},
 		"redis_db":                       {"3", func(c *Config) { c.RedisDB = 3 }},
 		"redis_timeout":                  {"2s", func(c *Config) { c.RedisTimeout = Duration(2 * time.Second) }},
+		"redis_tls":                      {"true", func(c *Config) { c.RedisTLS = true }},
+		"redis_tls_ca_file":              {"/etc/ca.pem", func(c *Config) { c.RedisTLSCAFile = "/etc/ca.pem" }},
 		"nats_url":                       {"nats://10.0.0.1:4223", func(c *Config) { c.NatsURL = "nats://10.0.0.1:4223" }},
 		"nats_prefix":                    {"sp.a", func(c *Config) { c.NatsPrefix = "sp.a" }},
 		"proxy_connect_endpoint":         {"http://127.0.0.1:1/connect", func(c *Config) { c.ProxyConnectEndpoint = "http://127.0.0.1:1/connect" }},

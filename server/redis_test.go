@@ -2,11 +2,15 @@ package server_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/spindlehq/spindle/broker/redis/redistest"
 	"github.com/spindlehq/spindle/config"
+	"github.com/spindlehq/spindle/server"
 )
 
 // Two gateways on one Redis are one cluster: a client on node A gets what
@@ -83,4 +87,42 @@ func TestTwoNodesOnRedis(t *testing.T) {
 	rs.Restart()
 	waitFor(t, func() bool { return adminStatus(t, a, "/readyz") == 200 })
 	waitFor(t, func() bool { return metricValue(t, a, "spindle_broker_up") == 1 })
+}
+
+// redis_tls with redis_tls_ca_file: the node reaches a TLS-only Redis,
+// is ready, and delivers; a CA file that is missing or holds no
+// certificate refuses to start with a clear error.
+func TestRedisOverTLS(t *testing.T) {
+	rs := redistest.StartTLS(t)
+	srv := startServer(t, func(c *config.Config) {
+		c.Broker, c.RedisAddress, c.RedisPrefix = "redis", rs.Addr(), "tls"
+		c.RedisTLS, c.RedisTLSCAFile = true, rs.CAFile
+	})
+	waitFor(t, func() bool { return adminStatus(t, srv, "/readyz") == 200 })
+	c := dial(t, srv, nil)
+	c.connect(token(t, "1", time.Hour))
+	c.cmd("subscribe", map[string]any{"channel": "room"})
+	if code, out := api(t, srv, "key", "publish", map[string]any{"channel": "room", "data": map[string]int{"n": 1}}); code != 200 || out["error"] != nil {
+		t.Fatalf("publish over TLS: HTTP %d %s", code, out["error"])
+	}
+	if p, ok := c.nextPush(5 * time.Second); !ok || p.Pub == nil || p.Pub.Offset != 1 {
+		t.Fatalf("publication over TLS: %+v", p)
+	}
+	for _, ca := range []string{filepath.Join(t.TempDir(), "missing.pem"), writeFile(t, "not a certificate")} {
+		cfg := config.Default()
+		cfg.Listen, cfg.AdminListen = "127.0.0.1:0", ""
+		cfg.Broker, cfg.RedisAddress, cfg.RedisTLS, cfg.RedisTLSCAFile = "redis", rs.Addr(), true, ca
+		if _, err := server.New(cfg, server.Options{}); err == nil || !strings.Contains(err.Error(), "redis_tls_ca_file") {
+			t.Fatalf("CA file %s: %v, want an error naming redis_tls_ca_file", ca, err)
+		}
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -6,6 +6,8 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -119,7 +121,10 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
 	var br broker.Broker
 	var pm broker.PresenceManager
-	br, pm, s.brokerOK = newBroker(cfg, o.Logger)
+	br, pm, s.brokerOK, err = newBroker(cfg, o.Logger)
+	if err != nil {
+		return nil, err
+	}
 	s.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spindle_broker_up", Help: "1 while the broker answers (always 1 for the memory broker), 0 while it is unreachable.",
 	}, func() float64 {
@@ -244,20 +249,44 @@ func (s *Server) Start() error {
 
 // newBroker builds the broker cfg.Broker names, and its readiness check
 // (nil for memory).
-func newBroker(cfg config.Config, log *slog.Logger) (broker.Broker, broker.PresenceManager, func() error) {
+func newBroker(cfg config.Config, log *slog.Logger) (broker.Broker, broker.PresenceManager, func() error, error) {
 	switch cfg.Broker {
 	case "redis":
+		tc, err := redisTLS(cfg)
+		if err != nil {
+			return nil, nil, nil, err
+		}
 		r := redisbroker.New(redisbroker.Options{
 			Address: cfg.RedisAddress, Username: cfg.RedisUsername, Password: cfg.RedisPassword,
-			DB: cfg.RedisDB, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout.D(),
+			DB: cfg.RedisDB, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout.D(), TLS: tc,
 		})
-		return r, r, r.Healthy
+		return r, r, r.Healthy, nil
 	case "nats":
 		n := natsbroker.New(natsbroker.Options{URL: cfg.NatsURL, Prefix: cfg.NatsPrefix, Logger: log})
-		return n, n, n.Healthy
+		return n, n, n.Healthy, nil
 	}
 	m := memory.New()
-	return m, m, nil
+	return m, m, nil, nil
+}
+
+// redisTLS is the TLS configuration of the Redis connection: nil without
+// redis_tls; with it, the system's roots or redis_tls_ca_file's.
+func redisTLS(cfg config.Config) (*tls.Config, error) {
+	if !cfg.RedisTLS {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.RedisTLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.RedisTLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: redis_tls_ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("config: redis_tls_ca_file: %s holds no PEM certificate", cfg.RedisTLSCAFile)
+		}
+	}
+	return tc, nil
 }
 
 // Run builds a server from cfg and starts it: New then Start.

@@ -48,6 +48,7 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,6 +79,7 @@ type Options struct {
 	DB       int
 	Prefix   string        // of keys and pub/sub channels; "" means "spindle"
 	Timeout  time.Duration // dial, read and write timeout; 0 means 5s
+	TLS      *tls.Config   // nil: plain TCP
 }
 
 // Broker implements broker.Broker and broker.PresenceManager on Redis.
@@ -120,6 +122,7 @@ func New(o Options) *Broker {
 		DialTimeout: o.Timeout, ReadTimeout: o.Timeout, WriteTimeout: o.Timeout,
 		MaxRetries: -1, // a failed publish is reported, not retried: a retry after a lost reply could publish twice
 		Protocol:   2,
+		TLSConfig:  o.TLS,
 	})
 	tasks := task.NewGroup(context.Background())
 	return &Broker{

@@ -167,6 +167,8 @@ var serveFlagValues = map[string]string{
 	"redis_password":                 "flagpass",
 	"redis_db":                       "2",
 	"redis_timeout":                  "3s",
+	"redis_tls":                      "true",
+	"redis_tls_ca_file":              "",
 	"nats_url":                       "nats://127.0.0.1:4299",
 	"nats_prefix":                    "flagprefix",
 	"proxy_connect_endpoint":         "", // a backend at it would answer the anonymous connect below

@@ -3,10 +3,19 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,14 +27,24 @@ type Server struct {
 	bin  string
 	dir  string
 	Port int
-	cmd  *exec.Cmd
-	exit chan struct{}
+	// CAFile, with StartTLS, is the PEM of the CA that signed the server's
+	// certificate (for 127.0.0.1); Port then speaks TLS only.
+	CAFile string
+	tls    *tls.Config // the client side, for ping
+	cmd    *exec.Cmd
+	exit   chan struct{}
 }
 
 // Start runs redis-server on a free loopback port and waits until it
 // answers PING; t.Cleanup stops it. Without redis-server the test is
 // skipped, or fails when SPINDLE_REQUIRE_TOOLS=1 (as scripts/test.sh sets).
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return start(t, false) }
+
+// StartTLS is Start with a server that speaks only TLS, with a certificate
+// for 127.0.0.1 from a CA made for the test (CAFile).
+func StartTLS(t testing.TB) *Server { return start(t, true) }
+
+func start(t testing.TB, withTLS bool) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -41,6 +60,9 @@ func Start(t testing.TB) *Server {
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 	s := &Server{t: t, bin: bin, dir: t.TempDir(), Port: port}
+	if withTLS {
+		s.makeCerts()
+	}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -56,8 +78,14 @@ func (s *Server) Restart() {
 	if s.cmd != nil {
 		s.t.Fatal("redistest: Restart while running")
 	}
-	cmd := exec.Command(s.bin, "--port", fmt.Sprint(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning")
+	args := []string{"--port", fmt.Sprint(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning"}
+	if s.CAFile != "" {
+		args = append(args, "--port", "0", "--tls-port", fmt.Sprint(s.Port),
+			"--tls-cert-file", filepath.Join(s.dir, "server.pem"), "--tls-key-file", filepath.Join(s.dir, "server.key"),
+			"--tls-ca-cert-file", s.CAFile, "--tls-auth-clients", "no")
+	}
+	cmd := exec.Command(s.bin, args...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -82,7 +110,13 @@ func (s *Server) Restart() {
 }
 
 func (s *Server) ping() bool {
-	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	var c net.Conn
+	var err error
+	if s.tls != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.Addr(), s.tls)
+	} else {
+		c, err = net.DialTimeout("tcp", s.Addr(), time.Second)
+	}
 	if err != nil {
 		return false
 	}
@@ -104,4 +138,57 @@ func (s *Server) Stop() {
 	_ = s.cmd.Process.Kill()
 	<-s.exit
 	s.cmd = nil
+}
+
+// makeCerts writes a CA and a server certificate for 127.0.0.1 it signed.
+func (s *Server) makeCerts() {
+	s.t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redistest CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(s.dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+		return path
+	}
+	s.CAFile = write("ca.pem", "CERTIFICATE", caDER)
+	write("server.pem", "CERTIFICATE", leafDER)
+	write("server.key", "EC PRIVATE KEY", keyDER)
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	s.tls = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }
