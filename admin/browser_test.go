@@ -11,47 +11,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/spindlehq/spindle/internal/browsertest"
 )
-
-// chromium is Debian's browser. scripts/deps.sh may still be installing it
-// when the tests start: while apt or dpkg runs, wait (bounded) for it.
-// Absent, the test skips, unless SPINDLE_REQUIRE_TOOLS=1.
-func chromium(t *testing.T) string {
-	t.Helper()
-	const path = "/usr/bin/chromium"
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return path
-		}
-		if !installing() || time.Now().After(deadline) {
-			break
-		}
-		t.Logf("%s not there yet and apt/dpkg is running: waiting", path)
-		time.Sleep(5 * time.Second) // polling for the install, not synchronising the test
-	}
-	if os.Getenv("SPINDLE_REQUIRE_TOOLS") == "1" {
-		t.Fatalf("%s not installed and SPINDLE_REQUIRE_TOOLS=1", path)
-	}
-	t.Skipf("%s not installed (apt-get install -y chromium)", path)
-	return ""
-}
-
-// installing reports whether an apt-get, apt or dpkg process is running.
-func installing() bool {
-	procs, _ := filepath.Glob("/proc/[0-9]*/comm")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		switch strings.TrimSpace(string(b)) {
-		case "apt-get", "apt", "dpkg":
-			return true
-		}
-	}
-	return false
-}
 
 // artifactDir is where the test leaves its screenshot: $SPINDLE_ARTIFACTS,
 // or a temporary directory.
@@ -116,7 +78,7 @@ func (c *console) errors() []string {
 // errors (but the 401 of / before the login); the screenshot is kept in
 // $SPINDLE_ARTIFACTS, or a temporary directory.
 func TestAdminPageInChromium(t *testing.T) {
-	browser := chromium(t)
+	browser := browsertest.Chromium(t)
 	srv, base := startGateway(t, adminToken)
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
