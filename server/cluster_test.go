@@ -19,6 +19,7 @@ import (
 	"github.com/spindlehq/spindle/broker/nats/natstest"
 	"github.com/spindlehq/spindle/broker/redis/redistest"
 	"github.com/spindlehq/spindle/client"
+	"github.com/spindlehq/spindle/config"
 )
 
 // The tests in this file run `spindle serve` processes on one shared
@@ -31,12 +32,13 @@ import (
 // publication exactly once, in order".
 
 // sharedBroker is a broker the nodes of a cluster test share: the flags
-// that point `spindle serve` at it, and stopping and restarting it for an
-// outage.
+// that point `spindle serve` at it (configure, for in-process nodes), and
+// stopping and restarting it for an outage.
 type sharedBroker struct {
-	args    []string
-	stop    func()
-	restart func()
+	args      []string
+	configure func(*config.Config)
+	stop      func()
+	restart   func()
 	// afterRestart says what a restart keeps, for the test's log.
 	afterRestart string
 }
@@ -51,6 +53,9 @@ var clusterBrokers = []struct {
 		rs := redistest.Start(t)
 		return sharedBroker{
 			args: []string{"--broker", "redis", "--redis-address", rs.Addr(), "--redis-prefix", "cluster", "--redis-timeout", "1s"},
+			configure: func(c *config.Config) {
+				c.Broker, c.RedisAddress, c.RedisPrefix, c.RedisTimeout = "redis", rs.Addr(), "cluster", config.Duration(time.Second)
+			},
 			stop: rs.Stop, restart: rs.Restart,
 			afterRestart: "Redis without persistence comes back empty: a new epoch",
 		}
@@ -58,8 +63,9 @@ var clusterBrokers = []struct {
 	{"nats", func(t *testing.T) sharedBroker {
 		ns := natstest.Start(t)
 		return sharedBroker{
-			args: []string{"--broker", "nats", "--nats-url", ns.URL(), "--nats-prefix", "cluster"},
-			stop: ns.Stop, restart: ns.Restart,
+			args:      []string{"--broker", "nats", "--nats-url", ns.URL(), "--nats-prefix", "cluster"},
+			configure: func(c *config.Config) { c.Broker, c.NatsURL, c.NatsPrefix = "nats", ns.URL(), "cluster" },
+			stop:      ns.Stop, restart: ns.Restart,
 			afterRestart: "JetStream's file store survives the restart: the same epoch",
 		}
 	}},
