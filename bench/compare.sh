@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Runs scenarios against `spindle serve` and against the gorilla baseline hub,
-# one server after the other on the same machine, and compares the results.
+# Runs scenarios against `spindle serve`, against the gorilla baseline hub and
+# against the floor (`spindle floor-hub`: one write per delivery, no queues),
+# one server after the other on the same machine, and compares the results:
+# Spindle against the baseline, then Spindle against the floor.
 #   bench/compare.sh OUTDIR SCENARIO [SCENARIO...]
 # The scenarios run at the same time against each server; the first is the
 # one measured and compared, the others are load beside it (a connection
-# storm). Each writes OUTDIR/{spindle,baseline}[-N].{json,html}.
-# SPINDLE_FLAGS and BASELINE_FLAGS add flags to `spindle serve` and
-# `spindle baseline-hub` (e.g. --max-connections 2000). SERVER_CPUS and
+# storm). Each writes OUTDIR/{spindle,baseline,floor}[-N].{json,html}.
+# SPINDLE_FLAGS, BASELINE_FLAGS and FLOOR_FLAGS add flags to `spindle serve`,
+# `spindle baseline-hub` (e.g. --max-connections 2000) and `spindle
+# floor-hub` (e.g. --writers 1); FLOOR=0 leaves the floor out. SERVER_CPUS and
 # BENCH_CPUS (taskset lists, e.g. 0 and 1) pin the server and the bench to
 # their own cores, so that the bench's work does not show up as the
 # server's latency; the scenarios after the first (the load beside it)
@@ -64,5 +67,19 @@ echo "== baseline-hub (gorilla/websocket, goroutine pair per connection)"
 run baseline "${pids[1]}" ws://127.0.0.1:18100/connection/websocket http://127.0.0.1:18100/api
 kill "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
 
+if [ "${FLOOR:-1}" != 0 ]; then
+	# shellcheck disable=SC2086
+	"${server_cpu[@]}" "$bin" floor-hub --listen 127.0.0.1:18200 --api-key key ${FLOOR_FLAGS:-} >"$out/floor.log" 2>&1 &
+	pids+=($!)
+	wait_http http://127.0.0.1:18200/
+	echo "== floor-hub (one write per delivery, no queues)"
+	run floor "${pids[2]}" ws://127.0.0.1:18200/connection/websocket http://127.0.0.1:18200/api
+	kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+fi
+
 echo "== spindle (a) vs baseline (b)"
 "$bin" bench compare "$out/spindle.json" "$out/baseline.json"
+if [ "${FLOOR:-1}" != 0 ]; then
+	echo "== spindle (a) vs floor (b)"
+	"$bin" bench compare "$out/spindle.json" "$out/floor.json"
+fi

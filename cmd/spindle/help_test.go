@@ -62,6 +62,7 @@ func TestHelpOfEveryCommand(t *testing.T) {
 		{[]string{"bench", "worker", "--help"}, "usage: spindle bench worker"},
 		{[]string{"proxy", "--help"}, "usage: spindle proxy"},
 		{[]string{"baseline-hub", "--help"}, "usage: spindle baseline-hub"},
+		{[]string{"floor-hub", "--help"}, "usage: spindle floor-hub"},
 	} {
 		stdout, stderr, code := runBinary(t, tt.args...)
 		if code != 0 || !strings.Contains(stdout, tt.want) {
@@ -87,6 +88,7 @@ func TestUnknownFlagsExit2(t *testing.T) {
 		{"bench", "worker", "--bogus"},
 		{"proxy", "--bogus"},
 		{"baseline-hub", "--bogus"},
+		{"floor-hub", "--bogus"},
 	} {
 		stdout, stderr, code := runBinary(t, args...)
 		if code != 2 || stderr == "" {

@@ -34,6 +34,8 @@ var commands = map[string]command{
 	"proxy":      {"fault-injecting TCP proxy for tests", runProxy},
 	// The benchmark baseline: the way most Go services build a hub.
 	"baseline-hub": {"the gorilla/websocket hub used as the benchmark baseline", runBaseline},
+	// The benchmark floor: the least a server can do to deliver.
+	"floor-hub": {"the one-write-per-delivery server used as the benchmark floor", runFloor},
 }
 
 func main() {
