@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"net/http"
 	"path"
+	"runtime"
 	"strings"
 	"time"
 
@@ -18,17 +19,12 @@ import (
 // Admit reserves a session's place before its upgrade, so that concurrent
 // upgrades cannot pass the connection limit between the check and the
 // count. The place is freed by release when the upgrade fails, or when the
-// session is forgotten.
+// session is forgotten. Admission control is not asked here but in
+// Turnaway, once per upgrade.
 func (n *Node) Admit(r *http.Request) (release func(), err error) {
 	if n.draining.Load() {
 		n.metrics.refused.WithLabelValues("draining").Inc()
 		return nil, errors.New("node is shutting down")
-	}
-	if n.admit != nil {
-		if err := n.admit(); err != nil {
-			n.metrics.refused.WithLabelValues("overloaded").Inc()
-			return nil, err
-		}
 	}
 	if n.admitted.Add(1) > int64(n.cfg.MaxConnections) {
 		n.admitted.Add(-1)
@@ -40,8 +36,12 @@ func (n *Node) Admit(r *http.Request) (release func(), err error) {
 }
 
 // Turnaway says why the transport should refuse an upgrade at its door,
-// before the event loop takes it: "draining" or "max_connections"; "" when
-// the upgrade may go on to Admit (which checks again, and reserves).
+// before the event loop takes it: "draining", "max_connections", or
+// "overloaded" when admission control refuses it; "" when the upgrade may
+// go on to Admit (which checks the limit again, and reserves). Admission
+// is asked here, at the door, because a storm that admission throttles
+// would otherwise cost an event-loop upgrade per refusal; it is asked
+// after the limit, so that a full node spends none of its rate.
 func (n *Node) Turnaway() string {
 	switch {
 	case n.draining.Load():
@@ -49,6 +49,9 @@ func (n *Node) Turnaway() string {
 	case n.admitted.Load() >= int64(n.cfg.MaxConnections):
 		n.refusedFull("")
 		return "max_connections"
+	}
+	if n.admit != nil && n.admit() != nil {
+		return "overloaded"
 	}
 	return ""
 }
@@ -84,6 +87,8 @@ func (n *Node) RefusedAtDoor(reason string) {
 		n.metrics.refused.WithLabelValues("max_connections").Inc()
 	case "draining":
 		n.metrics.refused.WithLabelValues("draining").Inc()
+	case "overloaded":
+		n.metrics.refused.WithLabelValues("overloaded").Inc()
 	default:
 		n.metrics.refused.WithLabelValues("pending").Inc()
 	}
@@ -130,16 +135,25 @@ func (n *Node) OnOpen(c *transport.Conn) {
 	n.metrics.connectsTotal.Inc()
 }
 
-// OnMessage implements transport.Handler.
+// OnMessage implements transport.Handler. A session not yet connected
+// lets runnable work go first (runtime.Gosched): when a storm of new
+// sessions arrives, their connects wait behind the established sessions'
+// deliveries, not the other way round.
 func (n *Node) OnMessage(c *transport.Conn, data []byte) {
 	if s, ok := c.Session.(*session); ok {
+		if !s.authed.Load() {
+			runtime.Gosched()
+		}
 		s.handleFrame(data)
 	}
 }
 
-// OnClose implements transport.Handler: the session is forgotten.
+// OnClose implements transport.Handler: the session is forgotten. Like a
+// connect, the cleanup lets runnable work go first: a thousand sessions
+// closing at once must not hold up the deliveries to those that stay.
 func (n *Node) OnClose(c *transport.Conn, _ error) {
 	if s, ok := c.Session.(*session); ok {
+		runtime.Gosched()
 		s.cleanup()
 	}
 }

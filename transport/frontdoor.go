@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -226,6 +227,10 @@ func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
 				if f.s.cfg.Refused != nil {
 					f.s.cfg.Refused(why)
 				}
+				// Refusals go to the back of the line: in a storm against a
+				// full node thousands of them are runnable at once, and the
+				// established sessions' deliveries must not wait behind them.
+				runtime.Gosched()
 				turnAway(c, len(head), "refused: "+why)
 				return
 			}
