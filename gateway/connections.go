@@ -133,6 +133,9 @@ func (n *Node) OnOpen(c *transport.Conn) {
 	c.Session = s
 	n.sessions.add(s)
 	n.metrics.connectsTotal.Inc()
+	if c.Uni() {
+		s.uniOpen()
+	}
 }
 
 // OnMessage implements transport.Handler. A session not yet connected
@@ -143,6 +146,10 @@ func (n *Node) OnMessage(c *transport.Conn, data []byte) {
 	if s, ok := c.Session.(*session); ok {
 		if !s.authed.Load() {
 			runtime.Gosched()
+		}
+		if c.Uni() {
+			s.uniMessage(data)
+			return
 		}
 		s.handleFrame(data)
 	}

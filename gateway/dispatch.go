@@ -194,14 +194,25 @@ func (s *session) conclude(method string, id uint32, out outcome) bool {
 	return s.reply(id, out.reply)
 }
 
-// reply queues rep as the answer to command id.
+// reply queues rep as the answer to command id. A unidirectional session
+// gets no replies but its connect push; an error, which only its connect
+// can get, closes it (uniRefusal).
 func (s *session) reply(id uint32, rep *protocol.Reply) bool {
 	rep.Id = id
+	if s.enc() == encUni && rep.Error != nil {
+		d := uniRefusal(rep.Error)
+		s.node.log.Info("unidirectional connect refused", "client", s.id, "error", rep.Error.Message, "code", d.Code)
+		s.close(d, false)
+		return false
+	}
 	frame, err := encodeReply(s.enc(), rep)
 	if err != nil {
 		s.node.log.Error("encode reply", "client", s.id, "err", err)
 		s.close(DisconnectServerError, false)
 		return false
+	}
+	if frame == nil {
+		return true
 	}
 	return s.enqueue(frame)
 }

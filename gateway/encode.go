@@ -10,10 +10,12 @@ import (
 	"github.com/spindlehq/spindle/transport"
 )
 
-// The two encodings of the client protocol, fixed per connection at the
+// The encodings of the client protocol, fixed per connection at the
 // upgrade as in Centrifugo: JSON in text frames (several commands in one
-// frame separated by newlines), and Protobuf in binary frames (each
-// protocol.Command or protocol.Reply prefixed with its length as a varint).
+// frame separated by newlines), Protobuf in binary frames (each
+// protocol.Command or protocol.Reply prefixed with its length as a varint),
+// and uni JSON, the unidirectional WebSocket's (UniPath): bare Push objects,
+// one per text frame, the connect reply as a connect push, no other reply.
 
 // ProtobufSubprotocol is the WebSocket subprotocol of the Protobuf encoding.
 const ProtobufSubprotocol = "centrifuge-protobuf"
@@ -42,36 +44,55 @@ type encoding uint8
 const (
 	encJSON encoding = iota
 	encProtobuf
+	encUni
 	numEncodings
 )
 
+// UniPath is the endpoint of the unidirectional WebSocket transport
+// (transport.Config.UniPath).
+const UniPath = "/connection/uni_websocket"
+
 func (e encoding) String() string {
-	if e == encProtobuf {
+	switch e {
+	case encProtobuf:
 		return "protobuf"
+	case encUni:
+		return "uni_json"
 	}
 	return "json"
 }
 
 // enc is the session's encoding, which its connection's upgrade chose.
 func (s *session) enc() encoding {
-	if s.conn.Binary() {
+	switch {
+	case s.conn.Uni():
+		return encUni
+	case s.conn.Binary():
 		return encProtobuf
 	}
 	return encJSON
 }
 
-var replyEncoder = protocol.NewJSONReplyEncoder()
+var (
+	replyEncoder = protocol.NewJSONReplyEncoder()
+	pushEncoder  = protocol.NewJSONPushEncoder()
+)
 
 // pingFrames are the server ping in each encoding: an empty reply.
 var pingFrames = [numEncodings][]byte{
 	encJSON:     transport.AppendFrame(nil, transport.OpText, []byte("{}")),
 	encProtobuf: transport.AppendFrame(nil, transport.OpBinary, []byte{0}), // length 0, no fields
+	encUni:      transport.AppendFrame(nil, transport.OpText, []byte("{}")),
 }
 
-// encodeReply returns rep as one WebSocket frame of encoding enc.
+// encodeReply returns rep as one WebSocket frame of encoding enc; nil in
+// uni JSON for a reply that is neither a push nor a connect result.
 func encodeReply(enc encoding, rep *protocol.Reply) ([]byte, error) {
-	if enc == encProtobuf {
+	switch enc {
+	case encProtobuf:
 		return encodeProtobufReply(rep)
+	case encUni:
+		return encodeUniReply(rep)
 	}
 	data, err := replyEncoder.Encode(rep)
 	if err != nil {
@@ -92,6 +113,26 @@ func encodeProtobufReply(rep *protocol.Reply) ([]byte, error) {
 		return nil, fmt.Errorf("encode protobuf reply: %w", err)
 	}
 	return frame[:len(frame)+size], nil
+}
+
+// encodeUniReply frames rep as a bare Push: the connect result becomes a
+// connect push (without pong: the client can not answer pings).
+func encodeUniReply(rep *protocol.Reply) ([]byte, error) {
+	p := rep.Push
+	if r := rep.Connect; r != nil {
+		p = &protocol.Push{Connect: &protocol.Connect{
+			Client: r.Client, Version: r.Version, Data: r.Data, Subs: r.Subs,
+			Expires: r.Expires, Ttl: r.Ttl, Ping: r.Ping, Session: r.Session, Node: r.Node,
+		}}
+	}
+	if p == nil {
+		return nil, nil
+	}
+	data, err := pushEncoder.Encode(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode uni push: %w", err)
+	}
+	return transport.AppendFrame(make([]byte, 0, transport.FrameSize(len(data))), transport.OpText, data), nil
 }
 
 func uvarintLen(x uint64) int {

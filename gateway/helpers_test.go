@@ -40,6 +40,8 @@ type testNode struct {
 	tr  *transport.Server
 	url string
 	reg *prometheus.Registry
+
+	uniURL string // the unidirectional WebSocket endpoint
 }
 
 func testConfig() Config {
@@ -98,7 +100,7 @@ func serveTestNode(t *testing.T, tn *testNode, keep []string) {
 	tr, err := transport.New(transport.Config{
 		Addr: "127.0.0.1:0", Path: "/connection/websocket", MaxMessageSize: 64 << 10,
 		CheckOrigin: tn.CheckOrigin, Admit: tn.Admit, MaxConns: tn.MaxConnections(), Logger: testLogger(),
-		KeepHeaders: keep, Subprotocols: Subprotocols, Binary: Binary,
+		KeepHeaders: keep, Subprotocols: Subprotocols, Binary: Binary, UniPath: UniPath,
 	}, tn.Node)
 	if err == nil {
 		err = tr.Start()
@@ -109,6 +111,7 @@ func serveTestNode(t *testing.T, tn *testNode, keep []string) {
 	}
 	tn.tr = tr
 	tn.url = "ws://" + tr.Addr().String() + "/connection/websocket"
+	tn.uniURL = "ws://" + tr.Addr().String() + UniPath
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

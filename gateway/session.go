@@ -31,6 +31,8 @@ import (
 //     of running), or the proxy worker while it runs the deferred commands
 //     (the handler runs none meanwhile).
 //   - lastPresence: the heartbeat loop's.
+//   - uniAsked: the message handler's (OnOpen, then OnMessage): a
+//     unidirectional session has had its connect request (uni.go).
 //   - hb and expireAt are atomics: the handler writes, the heartbeat loop reads.
 //   - refreshNext: the heartbeat loop's and the proxy worker's (atomic).
 //
@@ -81,6 +83,7 @@ type session struct {
 	tokens       float64
 	tokensAt     int64
 	lastPresence int64
+	uniAsked     bool
 }
 
 // identity is the user id, or "" before the session is authenticated.

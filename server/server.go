@@ -180,7 +180,8 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		Refused:          s.Node.RefusedAtDoor,
 		Turnaway:         s.Node.Turnaway,
 
-		// JSON, or Protobuf when the upgrade asks for it.
+		// JSON, or Protobuf when the upgrade asks for it; uni JSON at UniPath.
+		UniPath:      gateway.UniPath,
 		Subprotocols: gateway.Subprotocols,
 		Binary:       gateway.Binary,
 	}, s.Node)

@@ -274,7 +274,8 @@ func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
 }
 
 // isUpgrade reports whether head asks for a WebSocket upgrade at the
-// endpoint's path: GET, the path, and "Upgrade: websocket". It reads the
+// endpoint's path (Config.Path or Config.UniPath): GET, the path, and
+// "Upgrade: websocket". It reads the
 // head in place (no allocation: thousands of handshakes a second pass
 // here); anything else goes to the HTTP server, which answers it properly.
 func (f *frontDoor) isUpgrade(head []byte) bool {
@@ -285,7 +286,7 @@ func (f *frontDoor) isUpgrade(head []byte) bool {
 	}
 	target, _, _ := bytes.Cut(rest, []byte(" "))
 	path, _, _ := bytes.Cut(target, []byte("?"))
-	if string(path) != f.s.cfg.Path {
+	if string(path) != f.s.cfg.Path && (f.s.cfg.UniPath == "" || string(path) != f.s.cfg.UniPath) {
 		return false
 	}
 	for len(headers) > 0 {

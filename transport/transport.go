@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"slices"
 	"sync"
@@ -46,6 +47,7 @@ type OpHandler interface {
 type Config struct {
 	Addr           string                     // listen address, e.g. 127.0.0.1:8000
 	Path           string                     // WebSocket endpoint, e.g. /connection/websocket
+	UniPath        string                     // a second endpoint whose sessions are unidirectional (Conn.Uni), e.g. /connection/uni_websocket; "": none
 	MaxMessageSize int                        // larger client messages close the connection with 1009
 	IdleTimeout    time.Duration              // backstop read deadline, refreshed by every message
 	CheckOrigin    func(r *http.Request) bool // nil allows every origin
@@ -123,6 +125,8 @@ type Conn struct {
 	srv       *Server
 	rx        rxState     // the frame check's, on the event loop only (recv.go)
 	header    http.Header // Config.KeepHeaders of the upgrade request; set before OnOpen, read-only after
+	uni       bool        // upgraded at Config.UniPath; set before OnOpen, read-only after
+	query     string      // the upgrade's raw query, kept for Config.UniPath only; set before OnOpen, read-only after
 }
 
 var monoStart = time.Now()
@@ -197,6 +201,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 	// connection) gets 404.
 	mux := http.NewServeMux()
 	mux.HandleFunc(cfg.Path, s.serveUpgrade)
+	if cfg.UniPath != "" && cfg.UniPath != cfg.Path {
+		mux.HandleFunc(cfg.UniPath, s.serveUpgrade)
+	}
 	maxLoad := 0
 	if cfg.MaxConns > 0 {
 		maxLoad = cfg.MaxConns + cfg.MaxPending + 64 // never below what the gateway and the door admit
@@ -322,7 +329,9 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 		testHookUpgraded()
 	}
 	c := &Conn{ws: ws, srv: s, header: keptHeaders(r.Header, s.cfg.KeepHeaders)} // the request is not kept: a connection costs its header maps otherwise
-	if s.cfg.Binary != nil {
+	if s.cfg.UniPath != "" && r.URL.Path == s.cfg.UniPath {
+		c.uni, c.query = true, r.URL.RawQuery
+	} else if s.cfg.Binary != nil {
 		c.binary = s.cfg.Binary(r, ws.Subprotocol())
 	}
 	c.progress.Store(Mono())
@@ -345,6 +354,20 @@ func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
 // Binary reports what Config.Binary said of the upgrade: the session's
 // messages are binary.
 func (c *Conn) Binary() bool { return c.binary }
+
+// Uni reports whether the connection was upgraded at Config.UniPath: the
+// session only receives.
+func (c *Conn) Uni() bool { return c.uni }
+
+// Query is the upgrade request's query parameters at Config.UniPath; nil
+// on other connections.
+func (c *Conn) Query() url.Values {
+	if !c.uni {
+		return nil
+	}
+	q, _ := url.ParseQuery(c.query) // a malformed pair is left out, as net/http does
+	return q
+}
 
 func keptHeaders(h http.Header, keep []string) http.Header {
 	var out http.Header
