@@ -6,7 +6,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/centrifugal/protocol"
 
+	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/gateway"
 )
 
@@ -166,15 +166,7 @@ func (h *Handler) bodyTooLarge(w http.ResponseWriter) {
 	http.Error(w, fmt.Sprintf("body over %d bytes", h.maxBody), http.StatusRequestEntityTooLarge)
 }
 
-func (h *Handler) authorized(r *http.Request) bool {
-	got := r.Header.Get("X-API-Key")
-	if got == "" {
-		if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "apikey ") {
-			got = strings.TrimPrefix(a, "apikey ")
-		}
-	}
-	return h.key != "" && subtle.ConstantTimeCompare([]byte(got), []byte(h.key)) == 1
-}
+func (h *Handler) authorized(r *http.Request) bool { return auth.APIKeyMatches(r, h.key) }
 
 func writeJSON(w http.ResponseWriter, v any) { writeJSONStatus(w, http.StatusOK, v) }
 

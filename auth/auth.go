@@ -1,6 +1,6 @@
 // Package auth verifies the JWTs clients present — connection tokens and
 // subscription tokens, HS256/RS256/ES256 — and mints HS256 ones for tests
-// and the load generator.
+// and the load generator; and it checks the server API's key.
 package auth
 
 import (

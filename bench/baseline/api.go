@@ -1,12 +1,12 @@
 package baseline
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
+
+	"github.com/spindlehq/spindle/auth"
 )
 
 // maxAPIBody bounds a server API request body.
@@ -58,14 +58,7 @@ func (s *Server) serveAPI(method func(body []byte) (any, *apiError)) http.Handle
 
 // authorized checks the X-API-Key header (or "Authorization: apikey K").
 func (s *Server) authorized(r *http.Request) bool {
-	if s.cfg.APIKey == "" {
-		return true
-	}
-	got := r.Header.Get("X-API-Key")
-	if got == "" {
-		got, _ = strings.CutPrefix(r.Header.Get("Authorization"), "apikey ")
-	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.APIKey)) == 1
+	return s.cfg.APIKey == "" || auth.APIKeyMatches(r, s.cfg.APIKey)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

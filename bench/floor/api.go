@@ -1,13 +1,13 @@
 package floor
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
+
+	"github.com/spindlehq/spindle/auth"
 )
 
 // maxAPIBody bounds a publish request body.
@@ -70,12 +70,5 @@ func reply(w http.ResponseWriter, body []byte) {
 
 // authorized checks the X-API-Key header (or "Authorization: apikey K").
 func (s *Server) authorized(r *http.Request) bool {
-	if s.cfg.APIKey == "" {
-		return true
-	}
-	got := r.Header.Get("X-API-Key")
-	if got == "" {
-		got, _ = strings.CutPrefix(r.Header.Get("Authorization"), "apikey ")
-	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.APIKey)) == 1
+	return s.cfg.APIKey == "" || auth.APIKeyMatches(r, s.cfg.APIKey)
 }
