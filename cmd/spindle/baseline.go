@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/spindlehq/spindle/bench/baseline"
@@ -36,15 +32,9 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "spindle baseline-hub: --ping-interval must be positive, --max-message-size at least 128, --shutdown-grace-period not negative")
 		return 2
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintln(stderr, "spindle baseline-hub:", fmt.Errorf("listen on %s: %w", *listen, err))
+	log := hubLogger(stderr, *verbose)
+	ln, ok := listenHub("baseline-hub", *listen, stderr)
+	if !ok {
 		return 1
 	}
 	hub := baseline.New(baseline.Config{
@@ -55,40 +45,10 @@ func runBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		MaxConnections:  *maxConns,
 		Logger:          log,
 	})
-	hs := &http.Server{Handler: hub, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-
 	addr := ln.Addr().String()
 	fmt.Fprintln(stdout, "spindle baseline-hub serving (gorilla/websocket, goroutine pair per connection)")
 	fmt.Fprintf(stdout, "  clients: ws://%s%s\n", addr, baseline.WebSocketPath)
 	fmt.Fprintf(stdout, "  api:     http://%s/api/{publish,broadcast}  (header X-API-Key)\n", addr)
-
-	code := 0
-	var serveErr error
-	stopped := false
-	select {
-	case <-ctx.Done():
-	case serveErr = <-served:
-		stopped = true
-		log.Error("http server stopped", "err", serveErr)
-		code = 1
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
-	defer cancel()
 	// Stop accepting first; Shutdown does not wait for hijacked WebSockets.
-	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
-	}
-	if err := hub.Shutdown(sctx); err != nil {
-		log.Warn("hub shutdown", "err", err)
-	}
-	if !stopped {
-		if serveErr = <-served; !errors.Is(serveErr, http.ErrServerClosed) {
-			log.Error("http server", "err", serveErr)
-			code = 1
-		}
-	}
-	log.Info("stopped")
-	return code
+	return serveHub(ctx, ln, hub, false, *grace, log)
 }

@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/spindlehq/spindle/bench/floor"
-	"github.com/spindlehq/spindle/guard/task"
 )
 
 // runFloor serves the benchmark floor until ctx ends.
@@ -36,52 +31,17 @@ func runFloor(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "spindle floor-hub: --writers must not be negative, --max-message-size at least 128, --shutdown-grace-period not negative")
 		return 2
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintln(stderr, "spindle floor-hub:", fmt.Errorf("listen on %s: %w", *listen, err))
+	log := hubLogger(stderr, *verbose)
+	ln, ok := listenHub("floor-hub", *listen, stderr)
+	if !ok {
 		return 1
 	}
 	fl := floor.New(floor.Config{APIKey: *apiKey, Writers: *writers, MaxMessageSize: *maxMsg, Logger: log})
-	hs := &http.Server{Handler: fl, ReadHeaderTimeout: 10 * time.Second}
-	tasks := task.NewGroup(context.Background())
-	defer tasks.Stop()
-	served := make(chan error, 1)
-	tasks.Go("floor-http", func(context.Context) { served <- hs.Serve(ln) })
-
 	addr := ln.Addr().String()
 	fmt.Fprintln(stdout, "spindle floor-hub serving (the benchmark floor: one write per delivery, no queues)")
 	fmt.Fprintf(stdout, "  clients: ws://%s%s\n", addr, floor.WebSocketPath)
 	fmt.Fprintf(stdout, "  api:     http://%s/api/publish  (header X-API-Key)\n", addr)
-
-	code := 0
-	select {
-	case <-ctx.Done():
-	case err := <-served:
-		log.Error("http server stopped", "err", err)
-		code = 1
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
-	defer cancel()
 	// The floor first: closing its connections ends any write blocked on a
 	// subscriber, so the HTTP server's publish handlers can return.
-	if err := fl.Shutdown(sctx); err != nil {
-		log.Warn("floor shutdown", "err", err)
-	}
-	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
-	}
-	if code == 0 {
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
-			code = 1
-		}
-	}
-	log.Info("stopped")
-	return code
+	return serveHub(ctx, ln, fl, true, *grace, log)
 }
