@@ -26,25 +26,16 @@ func (h *heartbeat) start(interval time.Duration) {
 	h.nextPing.Store(transport.Mono() + half + rand.Int64N(half+1))
 }
 
-// heartbeatLoop is the one goroutine that pings every client, enforces pong,
-// connect and expiry deadlines, detects stalled sockets and refreshes
-// presence. A scan costs a few nanoseconds per connection.
-func (n *Node) heartbeatLoop(ctx context.Context) {
+// heartbeatTick is how often the heartbeat task scans: the one goroutine
+// that pings every client, enforces pong, connect and expiry deadlines,
+// detects stalled sockets and refreshes presence. A scan costs a few
+// nanoseconds per connection.
+func (n *Node) heartbeatTick() time.Duration {
 	tick := n.cfg.PingInterval / 5
 	if p := n.cfg.PongTimeout / 4; p < tick {
 		tick = p
 	}
-	tick = min(max(tick, 20*time.Millisecond), time.Second)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.scan(ctx)
-		}
-	}
+	return min(max(tick, 20*time.Millisecond), time.Second)
 }
 
 func (n *Node) scan(ctx context.Context) {

@@ -139,7 +139,7 @@ func (n *Node) Start() error {
 	for _, sh := range n.writers.shards {
 		n.tasks.Go("gateway.writer", sh.run)
 	}
-	n.tasks.Go("gateway.heartbeat", n.heartbeatLoop)
+	n.tasks.Every("gateway.heartbeat", n.heartbeatTick(), func(ctx context.Context, _ time.Time) { n.scan(ctx) })
 	if n.proxy != nil {
 		n.proxy.Start()
 	}

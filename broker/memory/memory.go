@@ -92,22 +92,8 @@ func (b *Broker) shard(ch string) *shard {
 func (b *Broker) Start(h broker.EventHandler) error {
 	return b.life.Start("memory", func() {
 		b.h = h
-		b.tasks.Go("broker.memory.janitor", b.janitor)
+		b.tasks.Every("broker.memory.janitor", time.Second, func(context.Context, time.Time) { b.expire() })
 	})
-}
-
-// janitor runs expire every second until Close.
-func (b *Broker) janitor(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			b.expire()
-		}
-	}
 }
 
 // Close implements broker.Broker: it stops the janitor and waits for it to

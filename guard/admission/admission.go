@@ -170,23 +170,14 @@ func New(cfg Config) *Controller {
 }
 
 // Start samples the runtime until Stop.
-func (c *Controller) Start() { c.tasks.Go("guard.admission."+c.cfg.Kind, c.run) }
+func (c *Controller) Start() {
+	c.tasks.Every("guard.admission."+c.cfg.Kind, c.cfg.Interval, func(_ context.Context, now time.Time) {
+		c.Observe(c.sampler.Read(now))
+	})
+}
 
 // Stop ends the sampling.
 func (c *Controller) Stop() { c.tasks.Stop() }
-
-func (c *Controller) run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			c.Observe(c.sampler.Read(now))
-		}
-	}
-}
 
 // Observe moves the controller with one reading of the signals. Start
 // calls it every Interval; tests drive it directly.

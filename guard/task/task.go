@@ -55,6 +55,24 @@ func (g *Group) Go(name string, f func(ctx context.Context)) bool {
 	return true
 }
 
+// Every starts a task named name that calls f with the tick's time every
+// d until the group stops. It reports false, and starts nothing, once Stop
+// has begun.
+func (g *Group) Every(name string, d time.Duration, f func(ctx context.Context, now time.Time)) bool {
+	return g.Go(name, func(ctx context.Context) {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				f(ctx, now)
+			}
+		}
+	})
+}
+
 // Stop refuses new tasks, cancels the group's context and waits for its
 // tasks to return. It may be called more than once.
 func (g *Group) Stop() {

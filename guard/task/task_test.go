@@ -6,6 +6,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -62,4 +63,22 @@ func TestGroupRefusesAfterStop(t *testing.T) {
 	}
 	g.Stop()
 	runtime.Gosched()
+}
+
+// Every calls its function on each tick until the group stops; a stopped
+// group starts nothing.
+func TestEvery(t *testing.T) {
+	g := NewGroup(context.Background())
+	ticks := make(chan time.Time, 100)
+	if !g.Every("test.every", time.Millisecond, func(_ context.Context, now time.Time) { ticks <- now }) {
+		t.Fatal("Every refused on a running group")
+	}
+	first, second := <-ticks, <-ticks
+	if !second.After(first) {
+		t.Fatalf("ticks %v then %v", first, second)
+	}
+	g.Stop() // returns once the ticking task has
+	if g.Every("test.every", time.Millisecond, func(context.Context, time.Time) {}) {
+		t.Fatal("Every started a task on a stopped group")
+	}
 }

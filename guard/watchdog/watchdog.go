@@ -126,7 +126,7 @@ func (w *Watchdog) Start() {
 		w.last, w.lastAt = rep, time.Now()
 		w.mu.Unlock()
 	}
-	w.tasks.Go("guard.watchdog", w.run)
+	w.tasks.Every("guard.watchdog", time.Second, w.tick)
 	if w.cfg.Webhook != "" {
 		w.tasks.Go("guard.watchdog.webhook", w.sendHooks)
 	}
@@ -138,19 +138,11 @@ func (w *Watchdog) Stop() { w.tasks.Stop() }
 // Dir is where the captures are kept.
 func (w *Watchdog) Dir() string { return w.cfg.Dir }
 
-func (w *Watchdog) run(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if r, ok := w.observe(now, w.sampler.Read(now)); ok {
-				if _, err := w.Capture("rule: " + r.Text); err != nil {
-					w.log.Error("watchdog capture", "rule", r.Text, "err", err)
-				}
-			}
+// tick samples the signals once a second and captures when a rule holds.
+func (w *Watchdog) tick(_ context.Context, now time.Time) {
+	if r, ok := w.observe(now, w.sampler.Read(now)); ok {
+		if _, err := w.Capture("rule: " + r.Text); err != nil {
+			w.log.Error("watchdog capture", "rule", r.Text, "err", err)
 		}
 	}
 }
