@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/centrifugal/protocol"
+
+	"github.com/spindlehq/spindle/guard/task"
 )
 
 // Commands that wait on the broker (connect, subscribe, unsubscribe,
@@ -30,11 +32,9 @@ const maxQueuedCommands = 2 * maxFrameCommands
 // commandRunner runs sessions' queued commands. A goroutine exists only
 // while some session has commands: idle sessions cost none.
 type commandRunner struct {
-	tasks interface {
-		Go(string, func(context.Context)) bool
-	}
-	mu      sync.Mutex // guards ready and running
-	ready   []*session // sessions with commands, waiting for a goroutine
+	tasks   *task.Group // the node's: its commands' goroutines
+	mu      sync.Mutex  // guards ready and running
+	ready   []*session  // sessions with commands, waiting for a goroutine
 	running int
 }
 
