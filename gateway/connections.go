@@ -46,7 +46,7 @@ func (n *Node) Turnaway() string {
 	switch {
 	case n.draining.Load():
 		return "draining"
-	case n.admitted.Load() >= int64(n.cfg.MaxConnections):
+	case n.atLimit():
 		n.refusedFull("")
 		return "max_connections"
 	}
@@ -70,11 +70,14 @@ func (n *Node) unadmit() { n.admitted.Add(-1) }
 
 // Full says, as an error, when the node admits no more sessions; nil otherwise.
 func (n *Node) Full() error {
-	if a := n.admitted.Load(); a >= int64(n.cfg.MaxConnections) {
-		return fmt.Errorf("full: %d of %d connections", a, n.cfg.MaxConnections)
+	if n.atLimit() {
+		return fmt.Errorf("full: %d of %d connections", n.admitted.Load(), n.cfg.MaxConnections)
 	}
 	return nil
 }
+
+// atLimit reports whether the sessions and upgrades in progress fill max_connections.
+func (n *Node) atLimit() bool { return n.admitted.Load() >= int64(n.cfg.MaxConnections) }
 
 // RefusedAtDoor counts a connection the transport refused before its
 // upgrade: too many connections not upgraded, in all or from one address,
