@@ -320,7 +320,7 @@ drain: 500ms
 				shedding = true
 			}
 			if shedding {
-				srv.APIAdmission().Observe(signals.Reading{At: time.Now(), SchedP99: time.Second})
+				srv.APIAdmission().Observe(signals.Reading{At: time.Now(), SchedP99: time.Second, Fanouts: 1})
 			}
 			select {
 			case <-stop:

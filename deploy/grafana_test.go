@@ -331,7 +331,7 @@ func produceEvents(t *testing.T, srv *server.Server) {
 	}
 	// Shedding refuses a new session; then calm again, past the hysteresis.
 	now := time.Now()
-	srv.Admission().Observe(signals.Reading{At: now, SchedP99: time.Second})
+	srv.Admission().Observe(signals.Reading{At: now, SchedP99: time.Second, Fanouts: 1})
 	if shed, err := client.Dial(ctx, client.Config{URL: srv.WebSocketURL(), Token: tok}); err == nil {
 		shed.Close()
 		t.Fatal("a session was admitted while shedding")

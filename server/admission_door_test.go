@@ -16,7 +16,7 @@ import (
 // refusal is counted once under its reason.
 func TestAdmissionRefusesAtTheDoor(t *testing.T) {
 	srv := startServer(t, nil)
-	srv.Admission().Observe(signals.Reading{At: time.Now(), SchedP99: 300 * time.Millisecond})
+	srv.Admission().Observe(signals.Reading{At: time.Now(), SchedP99: 300 * time.Millisecond, Fanouts: 1})
 	const n = 5
 	for range n {
 		ws, resp, err := websocketDial(srv, nil)

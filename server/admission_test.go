@@ -26,7 +26,7 @@ func TestAdmissionSheds(t *testing.T) {
 	c.cmd("subscribe", map[string]any{"channel": "news"})
 
 	now := time.Now()
-	storm := signals.Reading{At: now, SchedP99: 300 * time.Millisecond}
+	storm := signals.Reading{At: now, SchedP99: 300 * time.Millisecond, Fanouts: 1}
 	srv.Admission().Observe(storm)
 	srv.APIAdmission().Observe(storm)
 	if _, resp, err := websocketDial(srv, nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
@@ -35,7 +35,7 @@ func TestAdmissionSheds(t *testing.T) {
 	if code, out := api(t, srv, "key", "info", map[string]any{}); code != 200 {
 		t.Fatalf("API call while only sessions are shed: %d %v", code, out)
 	}
-	srv.APIAdmission().Observe(signals.Reading{At: now, SchedP99: time.Second})
+	srv.APIAdmission().Observe(signals.Reading{At: now, SchedP99: time.Second, Fanouts: 1})
 	code, _ := api(t, srv, "key", "info", map[string]any{})
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("API call while shedding: %d", code)

@@ -7,7 +7,11 @@
 // limit and the goroutine count; from the gateway the bytes queued for
 // clients, slow-consumer disconnects per second, server API calls in
 // flight and the publication fan-out p99. Pressure is the largest of those
-// readings, each divided by its soft bound.
+// readings, each divided by its soft bound. Scheduler latency counts only
+// while publications are being fanned out: it stands for their delay, and a
+// node with nothing to deliver is not protected by throttling the storm of
+// connections that raises it (clients refused and dialling again at once
+// would keep it high by themselves, and the limit would fall to MinRate).
 //
 // The admission rate follows AIMD, as TCP congestion control and Netflix's
 // concurrency-limits do. While calm, admission is not limited at all. When
@@ -234,8 +238,12 @@ func (c *Controller) pressure(s signals.Reading) (soft float64, softWhy string, 
 		value, soft, hard float64 // hard 0: not a shedding signal
 		what              string
 	}
+	var sched float64
+	if s.Fanouts > 0 {
+		sched = s.SchedP99.Seconds()
+	}
 	all := []signal{
-		{s.SchedP99.Seconds(), c.cfg.SchedSoft.Seconds(), c.cfg.SchedHard.Seconds(), fmt.Sprintf("scheduler latency p99 %v", s.SchedP99)},
+		{sched, c.cfg.SchedSoft.Seconds(), c.cfg.SchedHard.Seconds(), fmt.Sprintf("scheduler latency p99 %v", s.SchedP99)},
 		{s.HeapShare, c.cfg.HeapSoft, c.cfg.HeapHard, fmt.Sprintf("heap at %.0f%% of the memory limit", s.HeapShare*100)},
 		{float64(s.QueuedBytes), float64(c.cfg.QueuedSoft), 4 * float64(c.cfg.QueuedSoft), fmt.Sprintf("%d MiB queued for clients", s.QueuedBytes>>20)},
 		{s.SlowPerSecond, c.cfg.SlowSoft, 5 * c.cfg.SlowSoft, fmt.Sprintf("%.0f slow consumers disconnected per second", s.SlowPerSecond)},

@@ -27,21 +27,41 @@ func TestAIMD(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.Observe(signals.Reading{At: at(0), SchedP99: 20 * time.Millisecond}) // 2x the soft bound
+	c.Observe(signals.Reading{At: at(0), SchedP99: 20 * time.Millisecond, Fanouts: 1}) // 2x the soft bound
 	if st, _ := c.State(); st != Throttling || c.rate != 700 {
 		t.Fatalf("after pressure: %v at %v/s, want throttling at 0.7 of 1,000/s", st, c.rate)
 	}
 	for i := 1; i <= 20; i++ {
-		c.Observe(signals.Reading{At: at(250 * i), SchedP99: 20 * time.Millisecond})
+		c.Observe(signals.Reading{At: at(250 * i), SchedP99: 20 * time.Millisecond, Fanouts: 1})
 	}
 	if c.rate != 10 {
 		t.Fatalf("rate %v under steady pressure, want the minimum 10", c.rate)
 	}
 	for i := 21; i <= 60; i++ {
-		c.Observe(signals.Reading{At: at(250 * i), SchedP99: time.Millisecond})
+		c.Observe(signals.Reading{At: at(250 * i), SchedP99: time.Millisecond, Fanouts: 1})
 	}
 	if st, _ := c.State(); st != Calm || c.Admit() != nil {
 		t.Fatalf("after calm: %v at %v/s", st, c.rate)
+	}
+}
+
+// Scheduler latency is the delay of deliveries: with no publication fanned
+// out it throttles nothing, however high, while the other signals still do.
+func TestSchedLatencyOnlyWithFanout(t *testing.T) {
+	c := New(Config{})
+	c.Observe(signals.Reading{At: at(0)})
+	c.Observe(signals.Reading{At: at(250), SchedP99: time.Second})
+	if st, why := c.State(); st != Calm || c.Admit() != nil {
+		t.Fatalf("a connection storm on a node with nothing to deliver: %v (%s), want calm", st, why)
+	}
+	c.Observe(signals.Reading{At: at(500), SchedP99: time.Second, Fanouts: 3})
+	if st, _ := c.State(); st != Shedding {
+		t.Fatalf("the same latency while publications are fanned out: %v, want shedding", st)
+	}
+	c = New(Config{})
+	c.Observe(signals.Reading{At: at(0), SchedP99: time.Second, HeapShare: 0.9})
+	if st, why := c.State(); st != Throttling || why != "heap at 90% of the memory limit" {
+		t.Fatalf("heap pressure without fan-out: %v (%s), want throttling for the heap", st, why)
 	}
 }
 
@@ -75,7 +95,7 @@ func TestAdmitRate(t *testing.T) {
 			t.Fatal("refused while calm")
 		}
 	}
-	c.Observe(signals.Reading{At: at(0), SchedP99: 12 * time.Millisecond}) // throttling: 28/s
+	c.Observe(signals.Reading{At: at(0), SchedP99: 12 * time.Millisecond, Fanouts: 1}) // throttling: 28/s
 	admitted := 0
 	for range 100 {
 		if c.Admit() == nil {

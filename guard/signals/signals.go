@@ -38,6 +38,7 @@ type Reading struct {
 	SlowPerSecond float64       // slow-consumer disconnects per second since the previous reading
 	APIInFlight   int
 	FanoutP99     time.Duration // publication fan-out p99 since the previous reading
+	Fanouts       uint64        // publications fanned out since the previous reading
 }
 
 // Sampler takes Readings. Rates and percentiles cover the time since its
@@ -83,6 +84,7 @@ func (s *Sampler) Read(now time.Time) Reading {
 		g := s.Gateway()
 		r.QueuedBytes, r.APIInFlight = g.QueuedBytes, g.APIInFlight
 		r.FanoutP99 = P99Since(s.fanout, g.Fanout)
+		r.Fanouts = CountSince(s.fanout, g.Fanout)
 		s.fanout = g.Fanout
 		if !s.previous.IsZero() && g.SlowDisconnects >= s.slow {
 			if dt := now.Sub(s.previous).Seconds(); dt > 0 {
@@ -99,6 +101,22 @@ func (s *Sampler) Read(now time.Time) Reading {
 // boundaries) to upper bounds with a copy of the counts.
 func fromRuntime(h *metrics.Float64Histogram) Histogram {
 	return Histogram{Bounds: h.Buckets[1:], Counts: append([]uint64(nil), h.Counts...)}
+}
+
+// CountSince is how many observations cur counted since prev (an empty
+// prev: since the start).
+func CountSince(prev, cur Histogram) uint64 {
+	var n, was uint64
+	for _, c := range cur.Counts {
+		n += c
+	}
+	for _, c := range prev.Counts {
+		was += c
+	}
+	if was > n {
+		return 0
+	}
+	return n - was
 }
 
 // P99Since is the upper bound of the bucket holding the 99th percentile of

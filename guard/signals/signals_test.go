@@ -47,7 +47,10 @@ func TestSampler(t *testing.T) {
 	if r.SlowPerSecond != 10 {
 		t.Fatalf("slow consumers %v/s, want 10 (20 over 2 s)", r.SlowPerSecond)
 	}
-	if r.FanoutP99 != 100*time.Millisecond {
-		t.Fatalf("fan-out p99 %v, want 100ms (only the 10 new ones count)", r.FanoutP99)
+	if r.FanoutP99 != 100*time.Millisecond || r.Fanouts != 10 {
+		t.Fatalf("fan-out p99 %v of %d, want 100ms of 10 (only the new ones count)", r.FanoutP99, r.Fanouts)
+	}
+	if r = s.Read(t0.Add(3 * time.Second)); r.Fanouts != 0 || r.FanoutP99 != 0 {
+		t.Fatalf("no fan-out since: %d, p99 %v", r.Fanouts, r.FanoutP99)
 	}
 }
