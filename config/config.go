@@ -81,6 +81,7 @@ type Config struct {
 	CaptureCooldown Duration `yaml:"capture_cooldown"` // least time between two captures the rules trigger
 	CaptureWebhook  string   `yaml:"capture_webhook"`  // a URL POSTed each capture's JSON; empty: none
 	MemoryLimit     int      `yaml:"memory_limit"`     // bytes the Go heap is kept under; 0: GOMEMLIMIT, else 90% of the container's limit
+	HeapTrimAfter   Duration `yaml:"heap_trim_after"`  // quiet time after which the heap's free memory goes back to the OS; 0: never (guard/trim)
 
 	// The backend proxy (Centrifugo v5's flat names): an event is proxied
 	// when its endpoint is set; subscribe and publish also per namespace.
@@ -157,6 +158,7 @@ var settings = []Setting{
 	{Key: "capture_cooldown", Usage: "least time between two captures the watchdog rules trigger"},
 	{Key: "capture_webhook", Usage: "URL POSTed each capture's JSON (empty: none)"},
 	{Key: "memory_limit", Usage: "bytes the Go heap is kept under, as GOMEMLIMIT (0: GOMEMLIMIT, else 90% of the container's memory limit)"},
+	{Key: "heap_trim_after", Usage: "how long allocation must stay low before the heap's free memory is given back to the OS (0: never)"},
 	{Key: "proxy_connect_endpoint", Usage: "backend URL asked when a client connects without a token (empty: not proxied)"},
 	{Key: "proxy_connect_timeout", Usage: "how long one connect proxy call may take"},
 	{Key: "proxy_refresh_endpoint", Usage: "backend URL asked when a proxied connection's expire_at passes (empty: it expires)"},
@@ -298,6 +300,7 @@ func Default() Config {
 		CaptureDir:                 filepath.Join(os.TempDir(), "spindle-captures"),
 		WatchdogRules:              []string{"goroutines > 100000 for 2m", "goroutines grow > 200/s over 5m"},
 		CaptureCooldown:            Duration(5 * time.Minute),
+		HeapTrimAfter:              Duration(3 * time.Second),
 		Broker:                     "memory",
 		RedisAddress:               "127.0.0.1:6379",
 		RedisPrefix:                "spindle",
@@ -601,6 +604,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryLimit < 0 {
 		bad("memory_limit: %d is negative (0: from GOMEMLIMIT or the container)", c.MemoryLimit)
+	}
+	if c.HeapTrimAfter.D() < 0 {
+		bad("heap_trim_after: must not be negative (0: never trim)")
 	}
 	if c.ClientQueueMaxSize < c.MaxMessageSize {
 		bad("client_queue_max_size: %d is smaller than max_message_size %d", c.ClientQueueMaxSize, c.MaxMessageSize)

@@ -34,6 +34,7 @@ import (
 	"github.com/spindlehq/spindle/gateway/proxy"
 	"github.com/spindlehq/spindle/guard/admission"
 	"github.com/spindlehq/spindle/guard/signals"
+	"github.com/spindlehq/spindle/guard/trim"
 	"github.com/spindlehq/spindle/guard/watchdog"
 	"github.com/spindlehq/spindle/transport"
 )
@@ -60,6 +61,7 @@ type Server struct {
 	watch    *watchdog.Watchdog
 	adm      *admission.Controller // new sessions
 	admAPI   *admission.Controller // server API calls
+	trim     *trim.Trimmer         // nil when heap_trim_after is 0
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -119,6 +121,9 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	// far higher latency sheds them (see guard/admission).
 	s.admAPI = admission.New(admission.Config{Kind: "api", SchedSoft: 50 * time.Millisecond, SchedHard: 500 * time.Millisecond,
 		Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
+	if cfg.HeapTrimAfter > 0 {
+		s.trim = trim.New(trim.Config{Quiet: cfg.HeapTrimAfter.D(), Logger: o.Logger, Registry: s.Registry})
+	}
 	var br broker.Broker
 	var pm broker.PresenceManager
 	br, pm, s.brokerOK, err = newBroker(cfg, o.Logger)
@@ -231,15 +236,11 @@ func (s *Server) Start() error {
 		s.stopped = true
 		return errors.Join(err, s.Node.Close())
 	}
-	s.watch.Start()
-	s.adm.Start()
-	s.admAPI.Start()
+	s.startGuards()
 	if s.admin != nil {
 		if err := s.admin.Start(s.Config.AdminListen); err != nil {
 			s.stopped = true
-			s.watch.Stop()
-			s.adm.Stop()
-			s.admAPI.Stop()
+			s.stopGuards()
 			return errors.Join(err, s.closeTransport(), s.Node.Close())
 		}
 		s.admin.SetReadyCheck(s.ready)
@@ -333,9 +334,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.tr.StopAccepting()
 	err := errors.Join(s.api.Shutdown(ctx), s.Node.Shutdown(ctx), s.closeTransport(), s.closeAdmin())
-	s.watch.Stop()
-	s.adm.Stop()
-	s.admAPI.Stop()
+	s.stopGuards()
 	return err
 }
 
@@ -346,10 +345,28 @@ func (s *Server) Close() error {
 		return nil
 	}
 	err := errors.Join(s.closeTransport(), s.Node.Close(), s.closeAdmin())
+	s.stopGuards()
+	return err
+}
+
+// startGuards starts what watches the process: the watchdog, admission
+// control and the heap trimmer; stopGuards stops them.
+func (s *Server) startGuards() {
+	s.watch.Start()
+	s.adm.Start()
+	s.admAPI.Start()
+	if s.trim != nil {
+		s.trim.Start()
+	}
+}
+
+func (s *Server) stopGuards() {
 	s.watch.Stop()
 	s.adm.Stop()
 	s.admAPI.Stop()
-	return err
+	if s.trim != nil {
+		s.trim.Stop()
+	}
 }
 
 // ready is the readiness check beside draining: not while the node is

@@ -144,6 +144,7 @@ var serveFlagValues = map[string]string{
 	"watchdog_rules":                 "goroutines > 100000 for 1m",
 	"capture_cooldown":               "2m",
 	"memory_limit":                   "1GiB",
+	"heap_trim_after":                "10s",
 	"capture_webhook":                "",
 	"max_publication_size":           "3MiB",
 	"api_batch_max_commands":         "500",
