@@ -9,6 +9,7 @@ import (
 	"github.com/centrifugal/protocol"
 
 	"github.com/spindlehq/spindle/auth"
+	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/gateway/proxy"
 )
 
@@ -65,8 +66,9 @@ func (s *session) establish(ctx context.Context, id uint32, req *protocol.Connec
 		return disconnect(DisconnectConnectionClosed)
 	}
 	s.user = claims.UserID
+	s.ci = &broker.ClientInfo{ClientID: s.id, UserID: s.user}
 	if len(claims.Info) > 0 {
-		s.connInfo = bytes.Clone(claims.Info)
+		s.ci.ConnInfo = bytes.Clone(claims.Info)
 	}
 	s.meta = x.meta
 	s.serverRefresh = x.serverRefresh

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"hash/maphash"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -21,16 +20,19 @@ type idShard struct {
 	m  map[string]*session
 }
 
+// userShard files sessions by user: m holds each user's latest session,
+// and the others follow through session.userNext (a user rarely has more
+// than a few, and a map of pointers costs half a map of slices).
 type userShard struct {
 	mu sync.RWMutex
-	m  map[string][]*session
+	m  map[string]*session
 }
 
 func newRegistry() *registry {
 	r := &registry{seed: maphash.MakeSeed()}
 	for i := range r.byID {
 		r.byID[i].m = make(map[string]*session)
-		r.users[i].m = make(map[string][]*session)
+		r.users[i].m = make(map[string]*session)
 	}
 	return r
 }
@@ -59,7 +61,8 @@ func (r *registry) add(s *session) {
 func (r *registry) addUser(s *session) {
 	ush := r.userShard(s.user)
 	ush.mu.Lock()
-	ush.m[s.user] = append(ush.m[s.user], s)
+	s.userNext = ush.m[s.user]
+	ush.m[s.user] = s
 	ush.mu.Unlock()
 }
 
@@ -77,12 +80,21 @@ func (r *registry) remove(s *session) (removed bool, left int) {
 	if s.authed.Load() {
 		ush := r.userShard(s.user)
 		ush.mu.Lock()
-		list := slices.DeleteFunc(ush.m[s.user], func(x *session) bool { return x == s })
-		if len(list) == 0 {
-			delete(ush.m, s.user)
+		if head := ush.m[s.user]; head == s {
+			if s.userNext == nil {
+				delete(ush.m, s.user)
+			} else {
+				ush.m[s.user] = s.userNext
+			}
 		} else {
-			ush.m[s.user] = list
+			for x := head; x != nil; x = x.userNext {
+				if x.userNext == s {
+					x.userNext = s.userNext
+					break
+				}
+			}
 		}
+		s.userNext = nil
 		ush.mu.Unlock()
 	}
 	return true, int(r.n.Add(-1))
@@ -101,13 +113,15 @@ func (r *registry) find(user, client string) []*session {
 		}
 		return []*session{s}
 	}
+	var list []*session
 	ush := r.userShard(user)
 	ush.mu.RLock()
-	list := slices.Clone(ush.m[user])
-	ush.mu.RUnlock()
-	if client != "" {
-		list = slices.DeleteFunc(list, func(s *session) bool { return s.id != client })
+	for s := ush.m[user]; s != nil; s = s.userNext {
+		if client == "" || s.id == client {
+			list = append(list, s)
+		}
 	}
+	ush.mu.RUnlock()
 	return list
 }
 

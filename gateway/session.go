@@ -16,7 +16,7 @@ import (
 //
 // Who owns what:
 //   - node, conn, id, shard, openedAt: set by OnOpen, never written again.
-//   - user, connInfo, meta, serverRefresh: written once by the connect
+//   - user, ci, meta, serverRefresh: written once by the connect
 //     command, under mu and before authed is set; read by anyone after
 //     authed.Load() is true.
 //   - cmu guards connecting and deferred: while the backend is asked
@@ -47,9 +47,10 @@ type session struct {
 
 	authed   atomic.Bool
 	user     string
-	connInfo []byte
-	meta     []byte       // from the connect proxy, sent back to the backend with each later event
-	expireAt atomic.Int64 // unix seconds; 0: never
+	userNext *session           // the user's next session in the registry; guarded by the registry's shard lock of user
+	ci       *broker.ClientInfo // the client's info (id, user, conn_info), shared by its presence entries and publications: never written
+	meta     []byte             // from the connect proxy, sent back to the backend with each later event
+	expireAt atomic.Int64       // unix seconds; 0: never
 	// serverRefresh: the backend's refresh proxy, not the client, prolongs
 	// the session when expireAt passes; refreshNext is the unix second
 	// before which it is not asked again (0: not asked yet).
@@ -95,13 +96,20 @@ func (s *session) identity() string {
 }
 
 func (s *session) info() *broker.ClientInfo {
-	return &broker.ClientInfo{ClientID: s.id, UserID: s.identity(), ConnInfo: s.connInfo}
+	if !s.authed.Load() {
+		return &broker.ClientInfo{ClientID: s.id}
+	}
+	return s.ci
 }
 
 func (s *session) subInfo(sub *subscription) *broker.ClientInfo {
 	i := s.info()
-	i.ChanInfo = sub.chanInfo
-	return i
+	if sub.chanInfo == nil {
+		return i
+	}
+	c := *i
+	c.ChanInfo = sub.chanInfo
+	return &c
 }
 
 // findSub returns the subscription to ch; the caller holds s.mu.

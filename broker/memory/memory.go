@@ -59,10 +59,14 @@ type stream struct {
 	ttl     time.Duration
 }
 
+// presenceEntry is one client in a channel's presence; one per subscriber,
+// so it is kept small: expires is in unix nanoseconds.
 type presenceEntry struct {
 	info    *broker.ClientInfo
-	expires time.Time
+	expires int64
 }
+
+func (e presenceEntry) live(now time.Time) bool { return now.UnixNano() < e.expires }
 
 type idemEntry struct {
 	sp      broker.StreamPosition
@@ -291,7 +295,7 @@ func (b *Broker) expire() {
 		}
 		for ch, m := range s.presence {
 			for id, e := range m {
-				if !now.Before(e.expires) {
+				if !e.live(now) {
 					delete(m, id)
 				}
 			}
@@ -321,7 +325,7 @@ func (b *Broker) AddPresence(_ context.Context, ch, clientID string, info *broke
 		m = map[string]presenceEntry{}
 		s.presence[ch] = m
 	}
-	m[clientID] = presenceEntry{info: info, expires: b.now().Add(ttl)}
+	m[clientID] = presenceEntry{info: info, expires: b.now().Add(ttl).UnixNano()}
 	return nil
 }
 
@@ -347,7 +351,7 @@ func (b *Broker) Presence(_ context.Context, ch string) (map[string]*broker.Clie
 	now := b.now()
 	out := map[string]*broker.ClientInfo{}
 	for id, e := range s.presence[ch] {
-		if now.Before(e.expires) {
+		if e.live(now) {
 			out[id] = e.info
 		}
 	}
@@ -363,7 +367,7 @@ func (b *Broker) PresenceStats(_ context.Context, ch string) (broker.PresenceSta
 	users := map[string]struct{}{}
 	st := broker.PresenceStats{}
 	for _, e := range s.presence[ch] {
-		if now.Before(e.expires) {
+		if e.live(now) {
 			st.NumClients++
 			users[e.info.UserID] = struct{}{}
 		}
