@@ -221,6 +221,7 @@ type ChannelOptions struct {
 	AllowRecovery              bool     `yaml:"allow_recovery"`                // subscribe with recover may return missed publications
 	ForceRecovery              bool     `yaml:"force_recovery"`                // every subscription is recoverable, asked or not
 	ForcePositioning           bool     `yaml:"force_positioning"`             // every subscription gets its stream position
+	Conflate                   bool     `yaml:"conflate"`                      // a publication still queued for a subscriber is replaced by the channel's next one
 	ProxySubscribe             bool     `yaml:"proxy_subscribe"`               // proxy_subscribe_endpoint decides subscriptions without a token
 	ProxyPublish               bool     `yaml:"proxy_publish"`                 // proxy_publish_endpoint decides client publications
 	ProxySubRefresh            bool     `yaml:"proxy_sub_refresh"`             // proxy_sub_refresh_endpoint prolongs subscriptions the subscribe proxy gave an expire_at

@@ -40,6 +40,8 @@ namespaces:
     allow_publish_for_subscriber: true
   - name: private
     subscribe_token_required: true
+  - name: prices
+    conflate: true
 `)
 	got, err := Load(file, nil)
 	if err != nil {
@@ -54,6 +56,7 @@ namespaces:
 	want.Namespaces = []Namespace{
 		{Name: "chat", ChannelOptions: ChannelOptions{HistorySize: 500, HistoryTTL: Duration(time.Hour), AllowPublishForSubscriber: true}},
 		{Name: "private", ChannelOptions: ChannelOptions{SubscribeTokenRequired: true}},
+		{Name: "prices", ChannelOptions: ChannelOptions{Conflate: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Load(file) =\n%+v\nwant\n%+v", got, want)

@@ -96,7 +96,9 @@ func (h *hub) advance(ch string, sp broker.StreamPosition) (gap bool) {
 // broadcast hands one push to every local subscriber of ch, each in the
 // frame of its session's encoding (framed on first use, then shared).
 // offset orders it against the stream position a new subscriber was given.
-// joinLeave limits delivery to subscriptions that asked for join/leave.
+// joinLeave limits delivery to subscriptions that asked for join/leave;
+// publications, not those pushes, of a conflated subscription may replace
+// its one still queued (conflate.go).
 func (h *hub) broadcast(ch string, p *sharedPush, offset uint64, joinLeave bool) int {
 	sh := h.shard(ch)
 	sh.mu.RLock()
@@ -109,7 +111,11 @@ func (h *hub) broadcast(ch string, p *sharedPush, offset uint64, joinLeave bool)
 		if frame == nil {
 			continue
 		}
-		sub.deliver(s, frame, offset)
+		if sub.conflate && !joinLeave {
+			sub.deliverLatest(s, frame, offset)
+		} else {
+			sub.deliver(s, frame, offset)
+		}
 		n++
 	}
 	sh.mu.RUnlock()

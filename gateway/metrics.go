@@ -26,6 +26,7 @@ type metrics struct {
 	recoveries      *prometheus.CounterVec
 	fanout          prometheus.Histogram
 	resyncs         prometheus.Counter
+	conflated       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -89,10 +90,13 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spindle_resyncs_total", Help: "Times a channel's stream position jumped (publications this node missed) and its subscribers were told to recover (unsubscribe 2500).",
 		}),
+		conflated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spindle_conflated_total", Help: "Publications of conflated channels taken out of a client queue because a newer one of the channel came.",
+		}),
 	}
 	all := []prometheus.Collector{m.connections, m.subscriptions, m.connectsTotal, m.refused, m.commandsIn, m.commandErrors,
 		m.commandDuration, m.framesOut, m.bytesOut, m.bytesIn, m.published, m.delivered, m.queueDrops,
-		m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries, m.fanout, m.resyncs}
+		m.slowDisconnects, m.disconnects, m.authFailures, m.recoveries, m.fanout, m.resyncs, m.conflated}
 	m.own = prometheus.NewRegistry()
 	m.own.MustRegister(all...)
 	if reg != nil {

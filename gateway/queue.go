@@ -78,7 +78,7 @@ func (s *session) close(d Disconnect, discard bool) {
 	if discard {
 		s.dropQueue()
 	}
-	schedule := !s.scheduled
+	schedule := !s.scheduled || s.unpark() // a parked session waits for no drain to close
 	s.scheduled = true
 	s.qmu.Unlock()
 	if schedule {
@@ -91,13 +91,26 @@ func (s *session) dropQueue() {
 	s.node.writers.of(s).queued.Add(-int64(s.qbytes))
 	clear(s.q)
 	s.q, s.qbytes = nil, 0
+	if s.cq != nil {
+		s.cq.taken()
+	}
 }
 
 // flush writes what the session has queued in one write, then closes the
 // connection if a disconnect was asked for. Only the session's writer shard
-// calls it; buf is that shard's scratch buffer, returned for reuse.
+// calls it; buf is that shard's scratch buffer, returned for reuse. A
+// session that conflates keeps its queue while its socket is backed up
+// (park, conflate.go) and is flushed again when the socket drains.
 func (s *session) flush(buf []byte) []byte {
 	s.qmu.Lock()
+	replaced := 0
+	if s.cq != nil {
+		if s.closing == nil && s.park() {
+			s.qmu.Unlock()
+			return buf
+		}
+		replaced = s.cq.taken()
+	}
 	frames := s.q
 	n := s.qbytes
 	closing := s.closing
@@ -111,7 +124,7 @@ func (s *session) flush(buf []byte) []byte {
 	s.qmu.Unlock()
 	s.node.writers.of(s).queued.Add(-int64(n))
 
-	if len(frames) > 0 {
+	if len(frames) > replaced { // a replaced frame is nil: appending it adds nothing
 		var out []byte
 		if len(frames) == 1 {
 			out = frames[0]
@@ -127,7 +140,7 @@ func (s *session) flush(buf []byte) []byte {
 			closing = &DisconnectWriteError
 		}
 		s.node.metrics.bytesOut.Add(float64(n))
-		s.node.metrics.framesOut.Add(float64(len(frames)))
+		s.node.metrics.framesOut.Add(float64(len(frames) - replaced))
 	}
 	if closing != nil {
 		s.finish(*closing)

@@ -23,7 +23,7 @@ import (
 //     about the connect command, the handler defers the client's next
 //     commands, and the proxy worker runs them once connect is decided.
 //   - mu guards subs, gone, and each subscription's state and held frames.
-//   - qmu guards the outbound queue: q, qbytes, scheduled, closing, bigEnd, bigLen.
+//   - qmu guards the outbound queue: q, qbytes, scheduled, closing, bigEnd, bigLen, cq.
 //   - rmu guards the command queue (rq, rrun): see commandrunner.go.
 //   - tokens, tokensAt: whoever runs the session's commands — the message
 //     handler (the transport runs one OnMessage at a time per connection),
@@ -76,8 +76,9 @@ type session struct {
 	qbytes    int
 	scheduled bool
 	closing   *Disconnect
-	bigEnd    int64 // a frame larger than the bound is written until Conn.Written reaches this; 0: none
-	bigLen    int64 // its size, added to the bound until then
+	bigEnd    int64       // a frame larger than the bound is written until Conn.Written reaches this; 0: none
+	bigLen    int64       // its size, added to the bound until then
+	cq        *conflation // set at the session's first conflated delivery (conflate.go); nil: the plain queue
 
 	hb heartbeat
 

@@ -53,6 +53,7 @@ type subscription struct {
 	channel   string
 	rules     *config.ChannelOptions
 	joinLeave bool   // the client gets join/leave pushes
+	conflate  bool   // rules.Conflate: a queued publication is replaced by the next (conflate.go)
 	chanInfo  []byte // from the subscription token
 
 	live atomic.Bool // mirrors state == subLive, read on the delivery path without s.mu
@@ -112,6 +113,7 @@ func (s *session) prepareSubscribe(ctx context.Context, ch string, req *protocol
 		channel:   ch,
 		rules:     rules,
 		joinLeave: rules.JoinLeave && (req.JoinLeave || rules.ForcePushJoinLeave),
+		conflate:  rules.Conflate,
 		chanInfo:  chanInfo,
 	}
 	s.mu.Lock()

@@ -126,6 +126,7 @@ type Conn struct {
 	rx        rxState     // the frame check's, on the event loop only (recv.go)
 	header    http.Header // Config.KeepHeaders of the upgrade request; set before OnOpen, read-only after
 	uni       bool        // upgraded at Config.UniPath; set before OnOpen, read-only after
+	drain     atomic.Bool // AwaitDrain asked for one DrainHandler call (drained.go); beside uni, in its padding
 	query     string      // the upgrade's raw query, kept for Config.UniPath only; set before OnOpen, read-only after
 }
 
@@ -240,6 +241,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 				s.pending.Add(-int64(n))
 			}
 			c.progress.Store(Mono())
+			if c.drain.Load() {
+				s.drained(c)
+			}
 			if c.lingering.Load() && c.flushed() {
 				s.closer.push(c) // not here: nbio holds the connection's lock
 			}
