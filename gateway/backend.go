@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,9 +70,10 @@ func (s *session) submit(ev proxy.Event, method string, id uint32, req any, fail
 			out = failure
 		}
 		if ev == proxy.Connect {
-			s.cmu.Lock()
-			s.inflight = false
-			s.cmu.Unlock()
+			be := s.backend()
+			be.cmu.Lock()
+			be.inflight = false
+			be.cmu.Unlock()
 		}
 		if s.conclude(method, id, out) && ev == proxy.Connect {
 			s.runDeferred()
@@ -85,12 +87,57 @@ func (s *session) submit(ev proxy.Event, method string, id uint32, req any, fail
 	return outcome{}
 }
 
+// backendSession is what only a session whose connect the backend decides
+// needs; the session gets it at its first connect proxy call.
+type backendSession struct {
+	// cmu guards connecting, inflight and deferred: while the backend is
+	// asked about the connect command, the handler defers the client's next
+	// commands, and the proxy worker runs them once connect is decided.
+	cmu        sync.Mutex
+	connecting bool                // commands are deferred: a connect waits for the backend, or its deferred commands run
+	inflight   bool                // the connect is with the backend
+	deferred   []*protocol.Command // commands that came meanwhile, in order
+
+	// meta and serverRefresh are written once by establish, before
+	// expireAt and authed, and read after them. With serverRefresh the
+	// backend's refresh proxy, not the client, prolongs the session when
+	// expireAt passes.
+	meta          []byte // from the connect proxy, sent back to the backend with each later event
+	serverRefresh bool
+	refreshNext   atomic.Int64 // the unix second before which refresh is not asked again (0: not asked yet); the heartbeat loop's and the proxy worker's
+}
+
+// backend returns the session's backend state, making it at the first call.
+func (s *session) backend() *backendSession {
+	if be := s.be.Load(); be != nil {
+		return be
+	}
+	s.be.CompareAndSwap(nil, &backendSession{})
+	return s.be.Load()
+}
+
+// meta is what the connect proxy gave the session to send back with each
+// later event; nil for a session connected by its token.
+func (s *session) meta() []byte {
+	if be := s.be.Load(); be != nil {
+		return be.meta
+	}
+	return nil
+}
+
+// serverRefresh reports whether the backend's refresh proxy prolongs the session.
+func (s *session) serverRefresh() bool {
+	be := s.be.Load()
+	return be != nil && be.serverRefresh
+}
+
 // connectProxy asks the backend who connects without a token.
 func (s *session) connectProxy(id uint32, req *protocol.ConnectRequest) outcome {
 	n := s.node
-	s.cmu.Lock()
-	s.connecting, s.inflight = true, true
-	s.cmu.Unlock()
+	be := s.backend()
+	be.cmu.Lock()
+	be.connecting, be.inflight = true, true
+	be.cmu.Unlock()
 	body := proxy.ConnectRequest{Client: s.proxyClient(), Name: req.Name, Version: req.Version, Data: json.RawMessage(req.Data)}
 	// Refused at once (queue full), it disconnects: nothing is deferred any more.
 	return s.submit(proxy.Connect, "connect", id, body, disconnect(DisconnectServerError), func(ctx context.Context, rep *proxy.Reply) (outcome, error) {
@@ -116,14 +163,18 @@ func (s *session) connectProxy(id uint32, req *protocol.ConnectRequest) outcome 
 // connect. It reports whether it kept them. More than maxFrameCommands
 // waiting close the connection.
 func (s *session) deferWhileConnecting(cmds []*protocol.Command) bool {
-	s.cmu.Lock()
-	if !s.connecting {
-		s.cmu.Unlock()
+	be := s.be.Load()
+	if be == nil {
 		return false
 	}
-	s.deferred = append(s.deferred, cmds...)
-	over := len(s.deferred) > maxFrameCommands
-	s.cmu.Unlock()
+	be.cmu.Lock()
+	if !be.connecting {
+		be.cmu.Unlock()
+		return false
+	}
+	be.deferred = append(be.deferred, cmds...)
+	over := len(be.deferred) > maxFrameCommands
+	be.cmu.Unlock()
 	if over {
 		s.node.log.Info("too many commands while connect waits for the backend", "client", s.id)
 		s.close(DisconnectBadRequest, false)
@@ -135,34 +186,35 @@ func (s *session) deferWhileConnecting(cmds []*protocol.Command) bool {
 // connect was decided, until none is left; then the handler runs them
 // again. They meet the session as established or refused.
 func (s *session) runDeferred() {
+	be := s.backend()
 	for {
-		s.cmu.Lock()
-		cmds := s.deferred
-		s.deferred = nil
+		be.cmu.Lock()
+		cmds := be.deferred
+		be.deferred = nil
 		if len(cmds) == 0 {
-			s.connecting = false
-			s.cmu.Unlock()
+			be.connecting = false
+			be.cmu.Unlock()
 			return
 		}
-		s.cmu.Unlock()
+		be.cmu.Unlock()
 		for i, cmd := range cmds {
 			if !s.handleCommand(cmd) {
 				return
 			}
-			s.cmu.Lock()
-			if s.inflight { // a deferred connect went to the backend: the rest waits for it
-				s.deferred = append(cmds[i+1:len(cmds):len(cmds)], s.deferred...)
-				s.cmu.Unlock()
+			be.cmu.Lock()
+			if be.inflight { // a deferred connect went to the backend: the rest waits for it
+				be.deferred = append(cmds[i+1:len(cmds):len(cmds)], be.deferred...)
+				be.cmu.Unlock()
 				return
 			}
-			s.cmu.Unlock()
+			be.cmu.Unlock()
 		}
 	}
 }
 
 // subscribeProxy asks the backend whether the client may subscribe.
 func (s *session) subscribeProxy(id uint32, req *protocol.SubscribeRequest) outcome {
-	body := proxy.SubscribeRequest{Client: s.proxyClient(), User: s.identity(), Channel: req.Channel, Data: json.RawMessage(req.Data), Meta: s.meta}
+	body := proxy.SubscribeRequest{Client: s.proxyClient(), User: s.identity(), Channel: req.Channel, Data: json.RawMessage(req.Data), Meta: s.meta()}
 	return s.submit(proxy.Subscribe, "subscribe", id, body, failed(ErrInternal), func(ctx context.Context, rep *proxy.Reply) (outcome, error) {
 		var res proxy.SubscribeResult
 		if err := rep.Decode(proxy.Subscribe, &res); err != nil {
@@ -178,7 +230,7 @@ func (s *session) subscribeProxy(id uint32, req *protocol.SubscribeRequest) outc
 
 // publishProxy asks the backend whether the client may publish, and what.
 func (s *session) publishProxy(id uint32, req *protocol.PublishRequest, rules *config.ChannelOptions) outcome {
-	body := proxy.PublishRequest{Client: s.proxyClient(), User: s.identity(), Channel: req.Channel, Data: json.RawMessage(req.Data), Meta: s.meta}
+	body := proxy.PublishRequest{Client: s.proxyClient(), User: s.identity(), Channel: req.Channel, Data: json.RawMessage(req.Data), Meta: s.meta()}
 	return s.submit(proxy.Publish, "publish", id, body, failed(ErrInternal), func(ctx context.Context, rep *proxy.Reply) (outcome, error) {
 		var res proxy.PublishResult
 		if err := rep.Decode(proxy.Publish, &res); err != nil {
@@ -205,7 +257,7 @@ func (s *session) handleRPC(id uint32, req *protocol.RPCRequest) outcome {
 	if !s.node.proxy.Enabled(proxy.RPC) {
 		return failed(ErrMethodNotFound)
 	}
-	body := proxy.RPCRequest{Client: s.proxyClient(), User: s.identity(), Method: req.Method, Data: json.RawMessage(req.Data), Meta: s.meta}
+	body := proxy.RPCRequest{Client: s.proxyClient(), User: s.identity(), Method: req.Method, Data: json.RawMessage(req.Data), Meta: s.meta()}
 	return s.submit(proxy.RPC, "rpc", id, body, failed(ErrInternal), func(_ context.Context, rep *proxy.Reply) (outcome, error) {
 		var res proxy.RPCResult
 		if err := rep.Decode(proxy.RPC, &res); err != nil {
@@ -226,14 +278,15 @@ const refreshRetry = 5 * time.Second
 // refreshProxy asks the backend to prolong a session whose expire_at has
 // passed; the heartbeat loop calls it on every scan until answered.
 func (s *session) refreshProxy(wall int64) {
-	body := proxy.RefreshRequest{Client: s.proxyClient(), User: s.identity(), Meta: s.meta}
-	s.askRefresh(proxy.Refresh, &s.refreshNext, wall, body, func(res proxy.RefreshResult) {
+	body := proxy.RefreshRequest{Client: s.proxyClient(), User: s.identity(), Meta: s.meta()}
+	be := s.backend()
+	s.askRefresh(proxy.Refresh, &be.refreshNext, wall, body, func(res proxy.RefreshResult) {
 		if res.Expired {
 			s.close(DisconnectExpired, false)
 			return
 		}
 		s.expireAt.Store(res.ExpireAt)
-		s.refreshNext.Store(0)
+		be.refreshNext.Store(0)
 	})
 }
 
@@ -307,7 +360,7 @@ func (s *session) expireSub(ctx context.Context, sub *subscription) {
 
 // subRefreshProxy asks the backend to prolong sub.
 func (s *session) subRefreshProxy(sub *subscription, wall int64) {
-	body := proxy.SubRefreshRequest{Client: s.proxyClient(), User: s.identity(), Channel: sub.channel, Meta: s.meta}
+	body := proxy.SubRefreshRequest{Client: s.proxyClient(), User: s.identity(), Channel: sub.channel, Meta: s.meta()}
 	s.askRefresh(proxy.SubRefresh, &sub.refreshNext, wall, body, func(res proxy.RefreshResult) {
 		if res.Expired {
 			ctx, cancel := s.node.backendContext()

@@ -70,8 +70,10 @@ func (s *session) establish(ctx context.Context, id uint32, req *protocol.Connec
 	if len(claims.Info) > 0 {
 		s.ci.ConnInfo = bytes.Clone(claims.Info)
 	}
-	s.meta = x.meta
-	s.serverRefresh = x.serverRefresh
+	if x.meta != nil || x.serverRefresh {
+		be := s.backend()
+		be.meta, be.serverRefresh = x.meta, x.serverRefresh
+	}
 	s.expireAt.Store(claims.ExpireAt)
 	s.authed.Store(true)
 	n.sessions.addUser(s)

@@ -73,7 +73,7 @@ func (n *Node) scan(ctx context.Context) {
 			s.hb.nextPing.Store(now + interval)
 			s.enqueue(pingFrames[s.enc()])
 		}
-		if exp := s.expireAt.Load(); exp > 0 && wall > exp && s.serverRefresh {
+		if exp := s.expireAt.Load(); exp > 0 && wall > exp && s.serverRefresh() {
 			s.refreshProxy(wall)
 		} else if exp > 0 && wall > exp {
 			n.log.Info("connection expired", "client", s.id)

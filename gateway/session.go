@@ -16,12 +16,10 @@ import (
 //
 // Who owns what:
 //   - node, conn, id, shard, openedAt: set by OnOpen, never written again.
-//   - user, ci, meta, serverRefresh: written once by the connect
-//     command, under mu and before authed is set; read by anyone after
-//     authed.Load() is true.
-//   - cmu guards connecting and deferred: while the backend is asked
-//     about the connect command, the handler defers the client's next
-//     commands, and the proxy worker runs them once connect is decided.
+//   - user, ci: written once by the connect command, under mu and before
+//     authed is set; read by anyone after authed.Load() is true.
+//   - be: set once, by the first connect the backend is asked about
+//     (backend.go); a session connected by its token never has one.
 //   - mu guards subs, gone, and each subscription's state and held frames.
 //   - qmu guards the outbound queue: q, qbytes, scheduled, closing, bigEnd, bigLen, cq.
 //   - rmu guards the command queue (rq, rrun): see commandrunner.go.
@@ -34,7 +32,6 @@ import (
 //   - uniAsked: the message handler's (OnOpen, then OnMessage): a
 //     unidirectional session has had its connect request (uni.go).
 //   - hb and expireAt are atomics: the handler writes, the heartbeat loop reads.
-//   - refreshNext: the heartbeat loop's and the proxy worker's (atomic).
 //
 // Locks are taken in this order: a hub shard, then mu, then qmu; the
 // registry's shard locks nest inside mu and take none of the others.
@@ -49,23 +46,14 @@ type session struct {
 	user     string
 	userNext *session           // the user's next session in the registry; guarded by the registry's shard lock of user
 	ci       *broker.ClientInfo // the client's info (id, user, conn_info), shared by its presence entries and publications: never written
-	meta     []byte             // from the connect proxy, sent back to the backend with each later event
 	expireAt atomic.Int64       // unix seconds; 0: never
-	// serverRefresh: the backend's refresh proxy, not the client, prolongs
-	// the session when expireAt passes; refreshNext is the unix second
-	// before which it is not asked again (0: not asked yet).
-	serverRefresh bool
-	refreshNext   atomic.Int64
-	subExpiry     atomic.Bool // some subscription has an expire_at: the heartbeat loop checks them
+	be       atomic.Pointer[backendSession]
+	// subExpiry: some subscription has an expire_at, the heartbeat loop checks them.
+	subExpiry atomic.Bool
 
 	rmu  sync.Mutex          // guards rq and rrun
 	rq   []*protocol.Command // commands waiting for the command runner, in order
 	rrun bool                // the runner has the session: scheduled or running its commands
-
-	cmu        sync.Mutex
-	connecting bool                // commands are deferred: a connect waits for the backend, or its deferred commands run
-	inflight   bool                // the connect is with the backend
-	deferred   []*protocol.Command // commands that came meanwhile, in order
 
 	mu   sync.Mutex
 	subs []*subscription // every channel joined or being joined, at most one per channel
