@@ -138,6 +138,8 @@ func (n *Node) OnOpen(c *transport.Conn) {
 	n.metrics.connectsTotal.Inc()
 	if c.Uni() {
 		s.uniOpen()
+	} else if emulated(c) {
+		n.emu.add(s)
 	}
 }
 
@@ -154,6 +156,10 @@ func (n *Node) OnMessage(c *transport.Conn, data []byte) {
 			s.uniMessage(data)
 			return
 		}
+		if emulated(c) {
+			s.emuFrame(s.emuRequest(data))
+			return
+		}
 		s.handleFrame(data)
 	}
 }
@@ -164,6 +170,7 @@ func (n *Node) OnMessage(c *transport.Conn, data []byte) {
 func (n *Node) OnClose(c *transport.Conn, _ error) {
 	if s, ok := c.Session.(*session); ok {
 		runtime.Gosched()
+		n.emu.remove(s)
 		s.cleanup()
 	}
 }

@@ -25,7 +25,7 @@ func (s *session) handleFrame(data []byte) {
 	s.hb.touch()
 	s.node.metrics.bytesIn.Add(float64(len(data)))
 	enc := s.enc()
-	if len(data) == 0 || enc == encJSON && len(bytes.TrimSpace(data)) == 0 {
+	if len(data) == 0 || enc != encProtobuf && len(bytes.TrimSpace(data)) == 0 {
 		return
 	}
 	cmds, err := decodeFrame(enc, data)
@@ -199,11 +199,14 @@ func (s *session) conclude(method string, id uint32, out outcome) bool {
 // can get, closes it (uniRefusal).
 func (s *session) reply(id uint32, rep *protocol.Reply) bool {
 	rep.Id = id
-	if s.enc() == encUni && rep.Error != nil {
+	if s.enc().uni() && rep.Error != nil {
 		d := uniRefusal(rep.Error)
 		s.node.log.Info("unidirectional connect refused", "client", s.id, "error", rep.Error.Message, "code", d.Code)
 		s.close(d, false)
 		return false
+	}
+	if rep.Connect != nil && s.emu != nil {
+		rep.Connect.Session = s.emu.id // the emulation's requests name the session by it
 	}
 	frame, err := encodeReply(s.enc(), rep)
 	if err != nil {

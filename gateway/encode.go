@@ -16,6 +16,10 @@ import (
 // protocol.Command or protocol.Reply prefixed with its length as a varint),
 // and uni JSON, the unidirectional WebSocket's (UniPath): bare Push objects,
 // one per text frame, the connect reply as a connect push, no other reply.
+// The unidirectional streams (stream.go) carry the same pushes framed as
+// Server-Sent Events (UniSSEPath) or as newline-ended chunks of a chunked
+// body (UniHTTPStreamPath); the emulation's streams (emulation.go) carry
+// JSON replies framed those two ways.
 
 // ProtobufSubprotocol is the WebSocket subprotocol of the Protobuf encoding.
 const ProtobufSubprotocol = "centrifuge-protobuf"
@@ -44,7 +48,11 @@ type encoding uint8
 const (
 	encJSON encoding = iota
 	encProtobuf
+	encSSE        // JSON replies as Server-Sent Events (the emulation)
+	encHTTPStream // JSON replies, each ended by a newline, one per chunk (the emulation)
 	encUni
+	encUniSSE        // uni JSON pushes as Server-Sent Events
+	encUniHTTPStream // uni JSON pushes, each ended by a newline, one per chunk
 	numEncodings
 )
 
@@ -58,13 +66,33 @@ func (e encoding) String() string {
 		return "protobuf"
 	case encUni:
 		return "uni_json"
+	case encSSE:
+		return "sse"
+	case encHTTPStream:
+		return "http_stream"
+	case encUniSSE:
+		return "uni_sse"
+	case encUniHTTPStream:
+		return "uni_http_stream"
 	}
 	return "json"
 }
 
+// uni reports whether e is a unidirectional encoding: bare pushes, no
+// replies but the connect push, pings that need no pong.
+func (e encoding) uni() bool { return e >= encUni }
+
 // enc is the session's encoding, which its connection's upgrade chose.
 func (s *session) enc() encoding {
-	switch {
+	switch st := s.conn.Stream(); {
+	case st == transport.StreamSSE && s.conn.Uni():
+		return encUniSSE
+	case st == transport.StreamHTTP && s.conn.Uni():
+		return encUniHTTPStream
+	case st == transport.StreamSSE:
+		return encSSE
+	case st == transport.StreamHTTP:
+		return encHTTPStream
 	case s.conn.Uni():
 		return encUni
 	case s.conn.Binary():
@@ -83,6 +111,11 @@ var pingFrames = [numEncodings][]byte{
 	encJSON:     transport.AppendFrame(nil, transport.OpText, []byte("{}")),
 	encProtobuf: transport.AppendFrame(nil, transport.OpBinary, []byte{0}), // length 0, no fields
 	encUni:      transport.AppendFrame(nil, transport.OpText, []byte("{}")),
+
+	encSSE:           transport.AppendEvent(nil, []byte("{}")),
+	encHTTPStream:    transport.AppendChunk(nil, []byte("{}\n")),
+	encUniSSE:        transport.AppendEvent(nil, []byte("{}")),
+	encUniHTTPStream: transport.AppendChunk(nil, []byte("{}\n")),
 }
 
 // encodeReply returns rep as one WebSocket frame of encoding enc; nil in
@@ -91,12 +124,18 @@ func encodeReply(enc encoding, rep *protocol.Reply) ([]byte, error) {
 	switch enc {
 	case encProtobuf:
 		return encodeProtobufReply(rep)
-	case encUni:
-		return encodeUniReply(rep)
+	case encUni, encUniSSE, encUniHTTPStream:
+		return encodeUniReply(enc, rep)
 	}
 	data, err := replyEncoder.Encode(rep)
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)
+	}
+	switch enc {
+	case encSSE:
+		return streamEvent(data), nil
+	case encHTTPStream:
+		return streamChunk(data), nil
 	}
 	return transport.AppendFrame(make([]byte, 0, transport.FrameSize(len(data))), transport.OpText, data), nil
 }
@@ -115,9 +154,10 @@ func encodeProtobufReply(rep *protocol.Reply) ([]byte, error) {
 	return frame[:len(frame)+size], nil
 }
 
-// encodeUniReply frames rep as a bare Push: the connect result becomes a
-// connect push (without pong: the client can not answer pings).
-func encodeUniReply(rep *protocol.Reply) ([]byte, error) {
+// encodeUniReply frames rep as a bare Push in the unidirectional encoding
+// enc: the connect result becomes a connect push (without pong: the client
+// can not answer pings).
+func encodeUniReply(enc encoding, rep *protocol.Reply) ([]byte, error) {
 	p := rep.Push
 	if r := rep.Connect; r != nil {
 		p = &protocol.Push{Connect: &protocol.Connect{
@@ -131,6 +171,12 @@ func encodeUniReply(rep *protocol.Reply) ([]byte, error) {
 	data, err := pushEncoder.Encode(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode uni push: %w", err)
+	}
+	switch enc {
+	case encUniSSE:
+		return streamEvent(data), nil
+	case encUniHTTPStream:
+		return streamChunk(data), nil
 	}
 	return transport.AppendFrame(make([]byte, 0, transport.FrameSize(len(data))), transport.OpText, data), nil
 }

@@ -67,7 +67,7 @@ func (n *Node) scan(ctx context.Context) {
 			return
 		}
 		if now >= next {
-			if s.hb.pingSent.Load() == 0 && s.enc() != encUni { // a unidirectional client can not answer
+			if s.hb.pingSent.Load() == 0 && !s.enc().uni() { // a unidirectional client can not answer
 				s.hb.pingSent.Store(now)
 			}
 			s.hb.nextPing.Store(now + interval)

@@ -86,6 +86,8 @@ type Node struct {
 	fullLog   sometimes     // the "connection limit reached" line
 	allGone   chan struct{} // closed when the last session is gone after draining began
 	goneOnce  sync.Once
+
+	emu emulations // emulated sessions by emulation id (emulation.go)
 }
 
 // New builds a node from cfg; nothing runs until Start.

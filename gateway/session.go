@@ -40,9 +40,9 @@ type session struct {
 	conn     *transport.Conn
 	id       string
 	shard    uint32
+	authed   atomic.Bool // beside shard, in one word
 	openedAt int64
 
-	authed   atomic.Bool
 	user     string
 	userNext *session           // the user's next session in the registry; guarded by the registry's shard lock of user
 	ci       *broker.ClientInfo // the client's info (id, user, conn_info), shared by its presence entries and publications: never written
@@ -55,9 +55,10 @@ type session struct {
 	rq   []*protocol.Command // commands waiting for the command runner, in order
 	rrun bool                // the runner has the session: scheduled or running its commands
 
-	mu   sync.Mutex
-	subs []*subscription // every channel joined or being joined, at most one per channel
-	gone bool            // the connection closed; nothing new may be joined
+	mu       sync.Mutex
+	subs     []*subscription // every channel joined or being joined, at most one per channel
+	gone     bool            // the connection closed; nothing new may be joined
+	uniAsked bool            // beside gone, in its word; see the owners above
 
 	qmu       sync.Mutex
 	q         [][]byte
@@ -73,7 +74,7 @@ type session struct {
 	tokens       float64
 	tokensAt     int64
 	lastPresence int64
-	uniAsked     bool
+	emu          *emulation // set by OnOpen for an emulated session (emulation.go), never written again; nil for the others
 }
 
 // identity is the user id, or "" before the session is authenticated.

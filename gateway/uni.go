@@ -9,7 +9,8 @@ import (
 
 // The unidirectional WebSocket transport (UniPath), as in Centrifugo: the
 // client's first message, or the cf_connect query parameter of the upgrade,
-// is a JSON ConnectRequest; the session then only receives (encUni), and
+// is a JSON ConnectRequest (the streams' first message is their request
+// body, stream.go); the session then only receives (encUni), and
 // whatever the client sends later is ignored.
 
 // uniOpen connects a unidirectional session by its cf_connect parameter,
@@ -30,7 +31,7 @@ func (s *session) uniMessage(data []byte) {
 		return
 	}
 	s.uniAsked = true
-	s.uniConnect(data)
+	s.uniConnect(s.uniRequest(data))
 }
 
 // uniConnect runs data, a JSON ConnectRequest, as the session's connect

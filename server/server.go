@@ -158,6 +158,7 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/api", s.api)
 	mux.Handle("/api/", s.api)
+	mux.Handle(gateway.EmulationPath, s.Node.EmulationHandler()) // the SDK's commands on an emulated session
 	if cfg.Demo {
 		mux.Handle(demo.Prefix, demo.Handler())
 	}
@@ -189,6 +190,13 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		UniPath:      gateway.UniPath,
 		Subprotocols: gateway.Subprotocols,
 		Binary:       gateway.Binary,
+
+		// Uni JSON pushes as Server-Sent Events and as an HTTP stream; the
+		// emulation's replies the same two ways.
+		UniSSEPath:        gateway.UniSSEPath,
+		UniHTTPStreamPath: gateway.UniHTTPStreamPath,
+		SSEPath:           gateway.SSEPath,
+		HTTPStreamPath:    gateway.HTTPStreamPath,
 	}, s.Node)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,10 @@ import (
 // Close queues a close frame with code and reason and closes the socket
 // when it has been written, or resets it after the close grace.
 func (c *Conn) Close(code int, reason string) {
+	if c.stream != StreamNone {
+		c.closeWith(c.srv.streamEnd(c, code, reason)) // a stream ends with its response
+		return
+	}
 	c.closeWith(CloseFrame(code, reason))
 }
 
@@ -51,11 +55,11 @@ func (c *Conn) end(reset bool) {
 			t.Stop()
 		}
 		if reset {
-			if nc := nbioConn(c.ws.Conn); nc != nil {
+			if nc := nbioConn(c.nc); nc != nil {
 				_ = nc.SetLinger(1, 0) // close sends RST and drops the send buffer
 			}
 		}
-		_ = c.ws.Conn.Close()
+		_ = c.nc.Close()
 	})
 }
 

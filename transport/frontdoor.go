@@ -64,6 +64,7 @@ func newFrontDoor(s *Server, ln net.Listener) *frontDoor {
 	if handler == nil {
 		handler = http.NotFoundHandler()
 	}
+	handler = s.streamsFirst(handler) // a stream's request on a kept-alive API connection
 	f.api = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
@@ -273,19 +274,26 @@ func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
 	}
 }
 
-// isUpgrade reports whether head asks for a WebSocket upgrade at the
-// endpoint's path (Config.Path or Config.UniPath): GET, the path, and
-// "Upgrade: websocket". It reads the
+// isUpgrade reports whether head asks for a session on the event loop: a
+// WebSocket upgrade at the endpoint's path (Config.Path or Config.UniPath:
+// GET, the path, and "Upgrade: websocket"), or a stream's request at a
+// stream path (stream.go). It reads the
 // head in place (no allocation: thousands of handshakes a second pass
 // here); anything else goes to the HTTP server, which answers it properly.
 func (f *frontDoor) isUpgrade(head []byte) bool {
 	line, headers, _ := bytes.Cut(head, []byte("\r\n"))
 	method, rest, ok := bytes.Cut(line, []byte(" "))
-	if !ok || string(method) != http.MethodGet {
+	if !ok {
 		return false
 	}
 	target, _, _ := bytes.Cut(rest, []byte(" "))
 	path, _, _ := bytes.Cut(target, []byte("?"))
+	if k, _ := f.s.streamAt(path); k != StreamNone {
+		return streamMethod(k, method)
+	}
+	if string(method) != http.MethodGet {
+		return false
+	}
 	if string(path) != f.s.cfg.Path && (f.s.cfg.UniPath == "" || string(path) != f.s.cfg.UniPath) {
 		return false
 	}

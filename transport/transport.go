@@ -1,5 +1,6 @@
-// Package transport serves WebSocket connections on an event loop
-// (github.com/lesismal/nbio): no goroutine waits on an idle connection.
+// Package transport serves WebSocket connections, and HTTP streams
+// (stream.go), on an event loop (github.com/lesismal/nbio): no goroutine
+// waits on an idle connection.
 // Reads arrive as callbacks, serialized per connection; writes never block.
 package transport
 
@@ -84,6 +85,15 @@ type Config struct {
 	// subprotocol whether the session speaks in binary messages
 	// (Conn.Binary); the transport itself passes either kind of message.
 	Binary func(r *http.Request, subprotocol string) bool
+
+	// Streams (stream.go): HTTP endpoints whose responses are sessions
+	// (Conn.Stream), on the event loop too; "": none. At the Uni paths the
+	// session only receives (Conn.Uni); at the others it is the server half
+	// of a bidirectional emulation, whose commands arrive by other requests.
+	UniSSEPath        string // Server-Sent Events, GET or POST, e.g. /connection/uni_sse
+	UniHTTPStreamPath string // chunked HTTP streaming, POST, e.g. /connection/uni_http_stream
+	SSEPath           string // Server-Sent Events, emulation, e.g. /connection/sse
+	HTTPStreamPath    string // chunked HTTP streaming, emulation, e.g. /connection/http_stream
 }
 
 // Server is a listening WebSocket endpoint with the server API beside it.
@@ -106,9 +116,11 @@ type Server struct {
 	pending atomic.Int64
 }
 
-// Conn is one WebSocket connection. Write and Close are safe for concurrent use.
+// Conn is one session's connection: a WebSocket, or an HTTP stream
+// (Stream). Write and Close are safe for concurrent use.
 type Conn struct {
-	ws *websocket.Conn
+	ws *websocket.Conn // nil for a stream
+	nc net.Conn        // the connection under the protocol: ws.Conn, or a stream's; set before OnOpen, read-only after
 	// Session belongs to the Handler; set it in OnOpen.
 	Session any
 
@@ -116,18 +128,21 @@ type Conn struct {
 	written   atomic.Int64 // bytes the kernel accepted
 	progress  atomic.Int64 // monotonic nanoseconds of the last kernel write
 	closeOnce sync.Once
+	endOnce   sync.Once // the socket is closed once, flushed or reset
+	endTimer  atomic.Pointer[time.Timer]
+	srv       *Server
+	rx        rxState // the frame check's, on the event loop only (recv.go)
+	req       *kept   // what is kept of the request; nil when nothing is; set before OnOpen, read-only after
+
+	// The flags, together so that they share one word (a connection's
+	// size is what an idle node holds per client).
 	closing   atomic.Bool // a close frame was sent or received: nothing more is owed to the peer
 	lingering atomic.Bool // Close waits for the close frame to be written, see close.go
-	endOnce   sync.Once   // the socket is closed once, flushed or reset
-	endTimer  atomic.Pointer[time.Timer]
 	gone      atomic.Bool // OnClose ran: what was not written left srv.pending
+	drain     atomic.Bool // AwaitDrain asked for one DrainHandler call (drained.go)
 	binary    bool        // Config.Binary's answer; set before OnOpen, read-only after
-	srv       *Server
-	rx        rxState     // the frame check's, on the event loop only (recv.go)
-	header    http.Header // Config.KeepHeaders of the upgrade request; set before OnOpen, read-only after
-	uni       bool        // upgraded at Config.UniPath; set before OnOpen, read-only after
-	drain     atomic.Bool // AwaitDrain asked for one DrainHandler call (drained.go); beside uni, in its padding
-	query     string      // the upgrade's raw query, kept for Config.UniPath only; set before OnOpen, read-only after
+	uni       bool        // upgraded at Config.UniPath, or a Uni stream; set before OnOpen, read-only after
+	stream    Stream      // the kind of HTTP stream, StreamNone for a WebSocket; set before OnOpen, read-only after
 }
 
 var monoStart = time.Now()
@@ -181,10 +196,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	})
 	u.OnClose(func(ws *websocket.Conn, err error) {
 		if c, ok := ws.Session().(*Conn); ok {
-			if !c.gone.Swap(true) {
-				s.pending.Add(c.written.Load() - c.handed.Load())
-			}
-			h.OnClose(c, err)
+			s.closed(c, err)
 		}
 	})
 	// Control replies go through Conn.Write so pending-byte accounting sees every byte.
@@ -205,6 +217,11 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.UniPath != "" && cfg.UniPath != cfg.Path {
 		mux.HandleFunc(cfg.UniPath, s.serveUpgrade)
 	}
+	for _, p := range []string{cfg.UniSSEPath, cfg.UniHTTPStreamPath, cfg.SSEPath, cfg.HTTPStreamPath} {
+		if p != "" {
+			mux.HandleFunc(p, s.serveStream)
+		}
+	}
 	maxLoad := 0
 	if cfg.MaxConns > 0 {
 		maxLoad = cfg.MaxConns + cfg.MaxPending + 64 // never below what the gateway and the door admit
@@ -216,6 +233,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		MaxLoad:                 maxLoad,
 		KeepaliveTime:           cfg.HandshakeTimeout, // after a failed upgrade's answer, the connection goes
 		ReleaseWebsocketPayload: true,
+		MaxHTTPBodySize:         cfg.MaxMessageSize, // a stream's request; upgrades have no body
 		MessageHandlerPoolSize:  runtime.GOMAXPROCS(0) * 256,
 	})
 	// The frame check sees every byte of a session first (onData), and
@@ -231,11 +249,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		}
 	})
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
-		ws, ok := nc.Session().(*websocket.Conn)
-		if !ok {
-			return
-		}
-		if c, ok := ws.Session().(*Conn); ok {
+		if c := connOf(nc); c != nil {
 			c.written.Add(int64(n))
 			if !c.gone.Load() {
 				s.pending.Add(-int64(n))
@@ -332,10 +346,10 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	if testHookUpgraded != nil {
 		testHookUpgraded()
 	}
-	c := &Conn{ws: ws, srv: s, header: keptHeaders(r.Header, s.cfg.KeepHeaders)} // the request is not kept: a connection costs its header maps otherwise
-	if s.cfg.UniPath != "" && r.URL.Path == s.cfg.UniPath {
-		c.uni, c.query = true, r.URL.RawQuery
-	} else if s.cfg.Binary != nil {
+	c := &Conn{ws: ws, nc: ws.Conn, srv: s}
+	c.uni = s.cfg.UniPath != "" && r.URL.Path == s.cfg.UniPath
+	c.req = s.keep(r, c.uni)
+	if !c.uni && s.cfg.Binary != nil {
 		c.binary = s.cfg.Binary(r, ws.Subprotocol())
 	}
 	c.progress.Store(Mono())
@@ -349,27 +363,61 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	s.h.OnOpen(c)
 }
 
+// kept is what a connection keeps of its request, apart from the
+// connection itself: most keep nothing (the request is not kept, a
+// connection would cost its header maps otherwise).
+type kept struct {
+	header http.Header // Config.KeepHeaders of the request
+	query  string      // the raw query, at Config.UniPath and of streams
+}
+
+// keep returns what a connection keeps of r: the headers of
+// Config.KeepHeaders, and with withQuery the raw query; nil for nothing.
+func (s *Server) keep(r *http.Request, withQuery bool) *kept {
+	k := kept{header: keptHeaders(r.Header, s.cfg.KeepHeaders)}
+	if withQuery {
+		k.query = r.URL.RawQuery
+	}
+	if k.header == nil && k.query == "" {
+		return nil
+	}
+	return &k
+}
+
 // Header returns the upgrade request's headers named by Config.KeepHeaders; nil when none.
-func (c *Conn) Header() http.Header { return c.header }
+func (c *Conn) Header() http.Header {
+	if c.req == nil {
+		return nil
+	}
+	return c.req.header
+}
 
 // Subprotocol is the WebSocket subprotocol negotiated at the upgrade; "" when none.
-func (c *Conn) Subprotocol() string { return c.ws.Subprotocol() }
+func (c *Conn) Subprotocol() string {
+	if c.ws == nil {
+		return ""
+	}
+	return c.ws.Subprotocol()
+}
 
 // Binary reports what Config.Binary said of the upgrade: the session's
 // messages are binary.
 func (c *Conn) Binary() bool { return c.binary }
 
-// Uni reports whether the connection was upgraded at Config.UniPath: the
-// session only receives.
+// Uni reports whether the connection was upgraded at Config.UniPath, or
+// is a stream at a Uni path: the session only receives.
 func (c *Conn) Uni() bool { return c.uni }
 
-// Query is the upgrade request's query parameters at Config.UniPath; nil
-// on other connections.
+// Query is the request's query parameters at Config.UniPath and of a
+// stream; nil on other connections.
 func (c *Conn) Query() url.Values {
-	if !c.uni {
+	if !c.uni && c.stream == StreamNone {
 		return nil
 	}
-	q, _ := url.ParseQuery(c.query) // a malformed pair is left out, as net/http does
+	if c.req == nil {
+		return url.Values{}
+	}
+	q, _ := url.ParseQuery(c.req.query) // a malformed pair is left out, as net/http does
 	return q
 }
 
@@ -396,7 +444,7 @@ func (c *Conn) Write(b []byte) error {
 	if counted {
 		c.srv.pending.Add(n)
 	}
-	if _, err := c.ws.Conn.Write(b); err != nil {
+	if _, err := c.nc.Write(b); err != nil {
 		c.handed.Add(-n) // never to be written: not pending
 		if counted {
 			c.srv.pending.Add(-n)
@@ -433,7 +481,16 @@ func (c *Conn) Written() int64 { return c.written.Load() }
 func (c *Conn) LastProgress() int64 { return c.progress.Load() }
 
 // RemoteAddr is the peer's address.
-func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// closed tells the Handler that c is gone; what was not written leaves
+// srv.pending.
+func (s *Server) closed(c *Conn, err error) {
+	if !c.gone.Swap(true) {
+		s.pending.Add(c.written.Load() - c.handed.Load())
+	}
+	s.h.OnClose(c, err)
+}
 
 // testHookUpgraded, set by tests only, runs between nbio's 101 and the
 // Conn being attached.
