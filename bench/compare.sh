@@ -13,7 +13,8 @@
 # BENCH_CPUS (taskset lists, e.g. 0 and 1) pin the server and the bench to
 # their own cores, so that the bench's work does not show up as the
 # server's latency; the scenarios after the first (the load beside it)
-# run at nice 10, below the one that measures.
+# run as SCHED_IDLE (chrt --idle), below the one that measures: they get a
+# core only when the measuring bench does not want it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$1
@@ -40,7 +41,7 @@ run() { # name pid ws api [extra bench flags]
 		local tag=$name
 		((i > 0)) && tag=$name-$i
 		local prio=()
-		((i > 0)) && prio=(nice -n 10)
+		((i > 0)) && prio=(chrt --idle 0)
 		"${bench_cpu[@]}" "${prio[@]}" "$bin" bench run "${scenarios[$i]}" --url "$ws" --api "$api" --api-key key --hmac-secret secret \
 			--server-pid "$pid" --out "$out/$tag.json" --html "$out/$tag.html" --quiet "$@" &
 		runs+=($!)

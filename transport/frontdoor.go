@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
@@ -45,6 +46,7 @@ type frontDoor struct {
 	api      *http.Server
 	apiConns *connQueue
 	refusing chan struct{} // a slot per refusal being written
+	labels   sync.Map      // task name → f.ctx with its pprof label (goNamed)
 
 	ctx    context.Context // ends when the front door stops
 	cancel context.CancelFunc
@@ -93,10 +95,22 @@ func (f *frontDoor) start() {
 
 func (f *frontDoor) goNamed(name string, fn func()) {
 	f.wg.Add(1)
+	labelled := f.labelled(name)
 	go func() {
 		defer f.wg.Done()
-		pprof.Do(f.ctx, pprof.Labels("spindle.task", name), func(context.Context) { fn() })
+		pprof.SetGoroutineLabels(labelled)
+		fn()
 	}()
+}
+
+// labelled is the door's context with the pprof label of a task name,
+// made once per name: a storm starts thousands of handshakes a second.
+func (f *frontDoor) labelled(name string) context.Context {
+	if ctx, ok := f.labels.Load(name); ok {
+		return ctx.(context.Context)
+	}
+	ctx, _ := f.labels.LoadOrStore(name, pprof.WithLabels(f.ctx, pprof.Labels("spindle.task", name)))
+	return ctx.(context.Context)
 }
 
 // stopAccepting closes the listening socket; connections already in keep
@@ -172,7 +186,7 @@ func writeRefusal(c net.Conn, status int, msg string) {
 	defer c.Close()
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.SetReadDeadline(time.Now().Add(refuseLinger))
-	if _, err := io.WriteString(c, refusalResponse(status, msg)); err != nil {
+	if _, err := c.Write(refusalResponse(status, msg)); err != nil {
 		return
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -189,27 +203,55 @@ func writeRefusal(c net.Conn, status int, msg string) {
 func turnAway(c net.Conn, n int, msg string) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	pb := headBufs.Get().(*[]byte)
+	pb := getHeadBuf()
 	_, err := io.ReadFull(c, (*pb)[:n])
-	headBufs.Put(pb)
+	putHeadBuf(pb)
 	if err != nil {
 		return
 	}
-	_, _ = io.WriteString(c, refusalResponse(http.StatusServiceUnavailable, msg))
+	_, _ = c.Write(refusalResponse(http.StatusServiceUnavailable, msg))
 }
 
-// refusalResponse is a minimal HTTP error response that closes the connection.
-func refusalResponse(status int, msg string) string {
+// refusalResponse is a minimal HTTP error response that closes the
+// connection, made once per status and message (a storm's refusals are
+// thousands a second, of a handful of kinds); it is shared: never write it.
+func refusalResponse(status int, msg string) []byte {
+	key := refusalKey{status, msg}
+	if b, ok := refusals.Load(key); ok {
+		return b.([]byte)
+	}
 	body := msg + "\n"
-	return fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+	b := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
 		status, http.StatusText(status), len(body), body)
+	refusals.Store(key, b)
+	return b
+}
+
+type refusalKey struct {
+	status int
+	msg    string
+}
+
+var refusals sync.Map // refusalKey → its response
+
+// turnaway asks Config.Turnaway about an upgrade, once per upgrade (it may
+// spend an admission), and reports a refusal to Config.Refused.
+func (f *frontDoor) turnaway() string {
+	if f.s.cfg.Turnaway == nil {
+		return ""
+	}
+	why := f.s.cfg.Turnaway()
+	if why != "" && f.s.cfg.Refused != nil {
+		f.s.cfg.Refused(why)
+	}
+	return why
 }
 
 // handshake waits for the connection's request head and sends the
 // connection where it belongs. It owns c and its gate place until then.
 func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
 	deadline := time.Now().Add(f.s.cfg.HandshakeTimeout)
-	head, err := peekHead(c, deadline, f.ctx)
+	n, upgrade, err := peekHead(c, deadline, f.ctx, f.isUpgrade)
 	switch {
 	case errors.Is(err, errHeadTooLarge):
 		f.gate.leave(ip)
@@ -221,20 +263,15 @@ func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
 		_ = c.Close()
 		return
 	}
-	if f.isUpgrade(head) {
-		if f.s.cfg.Turnaway != nil {
-			if why := f.s.cfg.Turnaway(); why != "" {
-				f.gate.leave(ip)
-				if f.s.cfg.Refused != nil {
-					f.s.cfg.Refused(why)
-				}
-				// Refusals go to the back of the line: in a storm against a
-				// full node thousands of them are runnable at once, and the
-				// established sessions' deliveries must not wait behind them.
-				runtime.Gosched()
-				turnAway(c, len(head), "refused: "+why)
-				return
-			}
+	if upgrade {
+		if why := f.turnaway(); why != "" {
+			f.gate.leave(ip)
+			// Refusals go to the back of the line: in a storm against a
+			// full node thousands of them are runnable at once, and the
+			// established sessions' deliveries must not wait behind them.
+			runtime.Gosched()
+			turnAway(c, n, "refused: "+why)
+			return
 		}
 		f.handOff(c, ip, time.Until(deadline))
 		return
@@ -308,59 +345,96 @@ func (f *frontDoor) isUpgrade(head []byte) bool {
 	return false
 }
 
-// headBufs holds the buffers heads are peeked into, so that a connection
-// storm does not turn into garbage at 16 KiB a connection.
-var headBufs = sync.Pool{New: func() any { b := make([]byte, maxHead); return &b }}
+// headBufs keeps the buffers heads are peeked into, so that a connection
+// storm does not turn into garbage at 16 KiB a connection. A free list,
+// not a sync.Pool: a pool is emptied at each collection, and a storm
+// collects every second or so.
+var headBufs = make(chan *[]byte, 256)
 
-// peekHead returns the request head waiting on c without consuming it
-// (MSG_PEEK), once it is complete, within deadline.
-func peekHead(c net.Conn, deadline time.Time, ctx context.Context) ([]byte, error) {
+func getHeadBuf() *[]byte {
+	select {
+	case b := <-headBufs:
+		return b
+	default:
+		b := make([]byte, maxHead)
+		return &b
+	}
+}
+
+func putHeadBuf(b *[]byte) {
+	select {
+	case headBufs <- b:
+	default:
+	}
+}
+
+// peek reads what fd has received into buf without consuming it or
+// waiting for more, and without allocating (unix.Recvfrom makes the
+// sender's address each call).
+func peek(fd uintptr, buf []byte) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// peekHead waits for the request head on c, within deadline, without
+// consuming it (MSG_PEEK); once it is complete it returns its length and
+// what judge says of it. A buffer is held only while a look lasts, not
+// while the client takes its time.
+func peekHead(c net.Conn, deadline time.Time, ctx context.Context, judge func(head []byte) bool) (int, bool, error) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return nil, fmt.Errorf("not a TCP connection: %T", c)
+		return 0, false, fmt.Errorf("not a TCP connection: %T", c)
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil, err
+		return 0, false, err
 	}
 	if err := c.SetReadDeadline(deadline); err != nil {
-		return nil, err
+		return 0, false, err
 	}
 	defer c.SetReadDeadline(time.Time{})
-	pb := headBufs.Get().(*[]byte)
-	defer headBufs.Put(pb)
-	buf := *pb
 	wait := time.Millisecond
 	for {
-		var n int
+		var n, head int
+		var verdict bool
 		var perr error
 		err := rc.Read(func(fd uintptr) bool {
-			n, _, perr = unix.Recvfrom(int(fd), buf, unix.MSG_PEEK)
-			return perr != unix.EAGAIN
+			pb := getHeadBuf()
+			defer putHeadBuf(pb)
+			buf := *pb
+			n, perr = peek(fd, buf)
+			if perr == unix.EAGAIN {
+				return false // wait until readable
+			}
+			if i := bytes.Index(buf[:max(n, 0)], []byte("\r\n\r\n")); perr == nil && i >= 0 {
+				head, verdict = i+4, judge(buf[:i+4])
+			}
+			return true
 		})
 		switch {
 		case err != nil:
-			return nil, err // the deadline passed with nothing new
+			return 0, false, err // the deadline passed with nothing new
 		case perr != nil:
-			return nil, perr
+			return 0, false, perr
 		case n == 0:
-			return nil, io.EOF
-		}
-		if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
-			return bytes.Clone(buf[:i+4]), nil
-		}
-		if n == len(buf) {
-			return nil, errHeadTooLarge
+			return 0, false, io.EOF
+		case head > 0:
+			return head, verdict, nil
+		case n == maxHead:
+			return 0, false, errHeadTooLarge
 		}
 		// Part of a head: the socket stays readable, so look again a little
 		// later rather than at once.
 		if time.Now().Add(wait).After(deadline) {
-			return nil, fmt.Errorf("request head incomplete after %d bytes: %w", n, context.DeadlineExceeded)
+			return 0, false, fmt.Errorf("request head incomplete after %d bytes: %w", n, context.DeadlineExceeded)
 		}
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return 0, false, ctx.Err()
 		}
 		wait = min(wait*2, 100*time.Millisecond)
 	}

@@ -25,6 +25,8 @@ type Group struct {
 
 	mu      sync.Mutex // guards stopped
 	stopped bool
+
+	labels sync.Map // task name → ctx with its pprof label, made once per name
 }
 
 // NewGroup returns a group whose tasks run until Stop or until parent ends.
@@ -47,12 +49,24 @@ func (g *Group) Go(name string, f func(ctx context.Context)) bool {
 	}
 	g.wg.Add(1)
 	id := register(name)
+	ctx := g.labelled(name)
 	go func() {
 		defer g.wg.Done()
 		defer unregister(id)
-		pprof.Do(g.ctx, pprof.Labels(Label, name), f)
+		pprof.SetGoroutineLabels(ctx)
+		f(ctx)
 	}()
 	return true
+}
+
+// labelled is the group's context with the pprof label of name, made once
+// per name: some tasks (the command runner's) start many times a second.
+func (g *Group) labelled(name string) context.Context {
+	if ctx, ok := g.labels.Load(name); ok {
+		return ctx.(context.Context)
+	}
+	ctx, _ := g.labels.LoadOrStore(name, pprof.WithLabels(g.ctx, pprof.Labels(Label, name)))
+	return ctx.(context.Context)
 }
 
 // Every starts a task named name that calls f with the tick's time every
