@@ -35,9 +35,9 @@ func (s *session) uniRequest(data []byte) []byte {
 	return data
 }
 
-// StreamEnd implements transport.StreamEnder: a stream closed with code
-// and reason gets a disconnect push first, unless the client went away
-// itself (3000), as in Centrifugo.
+// StreamEnd implements transport.StreamEnder: a stream or a
+// unidirectional WebSocket closed with code and reason gets a disconnect
+// push first, unless the client went away itself (3000), as in Centrifugo.
 func (n *Node) StreamEnd(c *transport.Conn, code int, reason string) []byte {
 	s, ok := c.Session.(*session)
 	if !ok || code == DisconnectConnectionClosed.Code {

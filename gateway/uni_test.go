@@ -223,6 +223,29 @@ func TestUniWebSocketBadFirstMessage(t *testing.T) {
 	bi.sync()
 }
 
+// A unidirectional client has no reply to read a disconnect from: the
+// server's disconnect comes as a disconnect push, then the close frame.
+func TestUniWebSocketDisconnectPush(t *testing.T) {
+	tn := uniNode(t, nil)
+	u := dialUni(t, tn.uniURL)
+	u.send(`{"token":"` + connectToken(t, "u1") + `"}`)
+	u.next() // the connect push
+	if n := tn.Disconnect("u1", "", DisconnectForce); n != 1 {
+		t.Fatalf("disconnected %d sessions, want 1", n)
+	}
+	m := u.next()
+	var d struct {
+		Code   int    `json:"code"`
+		Reason string `json:"reason"`
+	}
+	if err := json.Unmarshal(m["disconnect"], &d); err != nil || d.Code != DisconnectForce.Code || d.Reason != DisconnectForce.Reason {
+		t.Fatalf("want a disconnect push with %d %q, got %v", DisconnectForce.Code, DisconnectForce.Reason, m)
+	}
+	if got := u.closeCode(); got != DisconnectForce.Code {
+		t.Fatalf("close code %d, want %d", got, DisconnectForce.Code)
+	}
+}
+
 // Pings are {} and need no pong: the session outlives several pong
 // timeouts and still gets its publications.
 func TestUniWebSocketPings(t *testing.T) {

@@ -18,13 +18,21 @@ import (
 // cut off by the close itself.
 
 // Close queues a close frame with code and reason and closes the socket
-// when it has been written, or resets it after the close grace.
+// when it has been written, or resets it after the close grace. A stream
+// ends its response instead; a unidirectional WebSocket (Conn.Uni) gets
+// the Handler's last message (StreamEnder) before its close frame.
 func (c *Conn) Close(code int, reason string) {
 	if c.stream != StreamNone {
 		c.closeWith(c.srv.streamEnd(c, code, reason)) // a stream ends with its response
 		return
 	}
-	c.closeWith(CloseFrame(code, reason))
+	frame := CloseFrame(code, reason)
+	if e, ok := c.srv.h.(StreamEnder); ok && c.uni {
+		if last := e.StreamEnd(c, code, reason); last != nil {
+			frame = append(last, frame...)
+		}
+	}
+	c.closeWith(frame)
 }
 
 // closeWith is Close with the close frame given.

@@ -36,8 +36,10 @@ const (
 )
 
 // StreamEnder is optional: a Handler that implements it gives the last
-// bytes of a stream closed with code and reason (already framed, e.g. a
-// disconnect message), written before the end of the response; nil for none.
+// bytes of a stream, or of a unidirectional WebSocket, closed with code and
+// reason (already framed, e.g. a disconnect message), written before the
+// end of the response or the close frame; nil for none. The bytes are the
+// caller's: a fresh slice each call.
 type StreamEnder interface {
 	StreamEnd(c *Conn, code int, reason string) []byte
 }
