@@ -49,14 +49,21 @@ const (
 )
 
 // subscription is one session's membership in one channel.
+//
+// The small fields share one word (a subscription is held per client
+// and channel): joinLeave, conflate and chanInfo are set before the
+// subscription is shared, read-only after; live is atomic; state and
+// pushUnsub are guarded by session.mu, as held and top are.
 type subscription struct {
 	channel   string
 	rules     *config.ChannelOptions
-	joinLeave bool   // the client gets join/leave pushes
-	conflate  bool   // rules.Conflate: a queued publication is replaced by the next (conflate.go)
-	chanInfo  []byte // from the subscription token
+	joinLeave bool        // the client gets join/leave pushes
+	conflate  bool        // rules.Conflate: a queued publication is replaced by the next (conflate.go)
+	state     subState    // guarded by session.mu
+	pushUnsub bool        // guarded by session.mu: when cancelled, tell the client with an unsubscribe push
+	live      atomic.Bool // mirrors state == subLive, read on the delivery path without s.mu
+	chanInfo  []byte      // from the subscription token
 
-	live atomic.Bool // mirrors state == subLive, read on the delivery path without s.mu
 	// expireAt (unix seconds; 0: never) is set by the subscribe proxy's
 	// answer before activate, then by the sub_refresh proxy's; refreshNext
 	// is the heartbeat loop's: no sub_refresh call before it.
@@ -64,10 +71,8 @@ type subscription struct {
 	refreshNext atomic.Int64
 
 	// Guarded by session.mu.
-	state     subState
-	pushUnsub bool        // when cancelled: tell the client with an unsubscribe push
-	held      []heldFrame // deliveries while pending
-	top       uint64      // stream offset the client was given; held frames up to it are dropped
+	held []heldFrame // deliveries while pending
+	top  uint64      // stream offset the client was given; held frames up to it are dropped
 }
 
 type heldFrame struct {

@@ -47,6 +47,9 @@ type frontDoor struct {
 	apiConns *connQueue
 	refusing chan struct{} // a slot per refusal being written
 	labels   sync.Map      // task name → f.ctx with its pprof label (goNamed)
+	// onData is the event loop's data handler, taken once: a method value
+	// made per connection would be 16 bytes each connection keeps.
+	onData func(c *nbio.Conn, data []byte)
 
 	ctx    context.Context // ends when the front door stops
 	cancel context.CancelFunc
@@ -60,6 +63,7 @@ func newFrontDoor(s *Server, ln net.Listener) *frontDoor {
 		gate:     newGate(s.cfg.MaxPending, s.cfg.MaxPendingPerIP),
 		apiConns: newConnQueue(ln.Addr()),
 		refusing: make(chan struct{}, maxRefusing),
+		onData:   s.engine.DataHandler,
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	handler := s.cfg.HTTP
@@ -300,7 +304,7 @@ func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
 	hc := &nbhttp.Conn{Conn: nbc}
 	hc.Parser = nbhttp.NewParser(hc, f.s.engine, nbhttp.NewServerProcessor(), false, nbc.Execute)
 	nbc.SetSession(hc.Parser)
-	nbc.OnData(f.s.engine.DataHandler)
+	nbc.OnData(f.onData)
 	f.gate.handed(remote, ip, max(left, 0), func() { _ = nbc.Close() })
 	if f.s.raceHandOff != nil {
 		f.s.raceHandOff()
