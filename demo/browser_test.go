@@ -32,30 +32,17 @@ func TestDemoPageInChromium(t *testing.T) {
 
 	step, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
-	must := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v\nconsole: %q", what, err, con.Errors(nil))
-		}
-	}
-	waitJS := func(what, expr string) {
-		t.Helper()
-		_, err := chromedp.Run(step, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
-		if err != nil {
-			page, _ := chromedp.Run(step, chromedp.Evaluate[string](`document.body.innerText`))
-			must("wait for "+what+" (page: "+page+")", err)
-		}
-	}
+	st := browsertest.Steps{T: t, Ctx: step, Console: con, Show: `document.body.innerText`}
 
 	page := "http://" + srv.Addr() + "/demo/#token=" + tok
-	must("open the demo page", chromedp.Do(step, chromedp.Navigate(page), chromedp.WaitVisible(chromedp.ID("publications"))))
-	waitJS("connected", `document.getElementById("state").textContent.startsWith("connected as ")`)
-	waitJS("subscribed to news", `document.getElementById("sub-state").textContent === "subscribed to news"`)
+	st.Must("open the demo page", chromedp.Do(step, chromedp.Navigate(page), chromedp.WaitVisible(chromedp.ID("publications"))))
+	st.Wait("connected", `document.getElementById("state").textContent.startsWith("connected as ")`, 15*time.Second)
+	st.Wait("subscribed to news", `document.getElementById("sub-state").textContent === "subscribed to news"`, 15*time.Second)
 	if n := srv.Node.Channels("news")["news"]; n != 1 {
 		t.Fatalf("the gateway counts %d subscribers on news, want the page's 1", n)
 	}
 	addr, err := chromedp.Run(step, chromedp.Evaluate[string](`location.href`))
-	must("read the address", err)
+	st.Must("read the address", err)
 	if strings.Contains(addr, tok) {
 		t.Errorf("the token is still in the address bar: %s", addr)
 	}
@@ -63,25 +50,25 @@ func TestDemoPageInChromium(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, srv.APIURL()+"/publish", strings.NewReader(`{"channel":"news","data":{"text":"from the API"}}`))
 	req.Header.Set("X-API-Key", "key")
 	resp, err := http.DefaultClient.Do(req)
-	must("publish", err)
+	st.Must("publish", err)
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("publish: %s", resp.Status)
 	}
-	waitJS("the publication listed", `(() => {
+	st.Wait("the publication listed", `(() => {
 		const li = document.querySelectorAll("#publications li");
 		return li.length === 1 && li[0].textContent === '{"text":"from the API"}' && document.getElementById("count").textContent === "1";
-	})()`)
+	})()`, 15*time.Second)
 
 	shot, err := chromedp.Run(step, chromedp.FullScreenshot(100)) // 100: PNG
-	must("screenshot", err)
+	st.Must("screenshot", err)
 	dir := os.Getenv("SPINDLE_ARTIFACTS")
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	must("artifact dir", os.MkdirAll(dir, 0o755))
+	st.Must("artifact dir", os.MkdirAll(dir, 0o755))
 	file := filepath.Join(dir, "demo-page.png")
-	must("save screenshot", os.WriteFile(file, shot, 0o644))
+	st.Must("save screenshot", os.WriteFile(file, shot, 0o644))
 	t.Logf("screenshot: %s (%d bytes)", file, len(shot))
 
 	con.Settle(t, step)
@@ -98,27 +85,21 @@ func TestDemoPageWithoutOrWithABadToken(t *testing.T) {
 	ctx, con := browsertest.Start(t, 1000, 700)
 	step, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
-	waitJS := func(what, expr string) {
-		t.Helper()
-		if _, err := chromedp.Run(step, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
-			page, _ := chromedp.Run(step, chromedp.Evaluate[string](`document.body.innerText`))
-			t.Fatalf("wait for %s: %v (page: %s; console %q)", what, err, page, con.Errors(nil))
-		}
-	}
+	st := browsertest.Steps{T: t, Ctx: step, Console: con, Show: `document.body.innerText`}
 	if err := chromedp.Do(step, chromedp.Navigate("http://"+srv.Addr()+"/demo/"), chromedp.WaitVisible(chromedp.ID("connect-button"))); err != nil {
 		t.Fatal(err)
 	}
 	if err := chromedp.Do(step, chromedp.Click(chromedp.ID("connect-button"))); err != nil {
 		t.Fatal(err)
 	}
-	waitJS("the ask for a token", `document.getElementById("error").textContent.startsWith("paste a connection token first")`)
+	st.Wait("the ask for a token", `document.getElementById("error").textContent.startsWith("paste a connection token first")`, 15*time.Second)
 	if n := srv.Node.Info().NumClients; n != 0 {
 		t.Errorf("the page without a token opened %d connections", n)
 	}
 	if err := chromedp.Do(step, chromedp.SetValue(chromedp.ID("token"), "not-a-token"), chromedp.Click(chromedp.ID("connect-button"))); err != nil {
 		t.Fatal(err)
 	}
-	waitJS("the refusal shown", `document.getElementById("error").textContent.includes("3500")`)
+	st.Wait("the refusal shown", `document.getElementById("error").textContent.includes("3500")`, 15*time.Second)
 	con.Settle(t, step)
 	if errs := con.Errors(nil); len(errs) > 0 {
 		t.Errorf("browser console has errors:\n%s", strings.Join(errs, "\n"))

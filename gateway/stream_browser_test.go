@@ -28,30 +28,17 @@ func TestUniSSEEventSourceInChromium(t *testing.T) {
 	ctx, con := browsertest.Start(t, 800, 600)
 	step, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
-	must := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v\nconsole: %q", what, err, con.Errors(nil))
-		}
-	}
-	waitJS := func(what, expr string) {
-		t.Helper()
-		_, err := chromedp.Run(step, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
-		if err != nil {
-			got, _ := chromedp.Run(step, chromedp.Evaluate[string](`JSON.stringify(window.got)`))
-			must("wait for "+what+" (events: "+got+")", err)
-		}
-	}
-	must("open the page", chromedp.Do(step, chromedp.Navigate(page.URL)))
+	st := browsertest.Steps{T: t, Ctx: step, Console: con, Show: `JSON.stringify(window.got)`}
+	st.Must("open the page", chromedp.Do(step, chromedp.Navigate(page.URL)))
 	open := fmt.Sprintf(`window.es = new EventSource(%q + "?cf_connect=" + encodeURIComponent(JSON.stringify({token: %q})));
 		window.es.onmessage = (e) => window.got.push(JSON.parse(e.data));`, base+UniSSEPath, connectToken(t, "u1", ch))
 	_, err := chromedp.Run(step, chromedp.Evaluate[chromedp.Void](open))
-	must("open the EventSource", err)
-	waitJS("the connect push", fmt.Sprintf(`window.got.length > 0 && window.got[0].connect && %q in window.got[0].connect.subs`, ch))
+	st.Must("open the EventSource", err)
+	st.Wait("the connect push", fmt.Sprintf(`window.got.length > 0 && window.got[0].connect && %q in window.got[0].connect.subs`, ch), 15*time.Second)
 	publishUni(t, tn, ch, `{"text":"from the server"}`)
-	waitJS("the publication", fmt.Sprintf(`window.got.some((p) => p.channel === %q && p.pub && p.pub.data.text === "from the server" && p.pub.offset === 1)`, ch))
+	st.Wait("the publication", fmt.Sprintf(`window.got.some((p) => p.channel === %q && p.pub && p.pub.data.text === "from the server" && p.pub.offset === 1)`, ch), 15*time.Second)
 	_, err = chromedp.Run(step, chromedp.Evaluate[chromedp.Void](`window.es.close()`))
-	must("close the EventSource", err)
+	st.Must("close the EventSource", err)
 	waitFor(t, "the session to be gone", func() bool { return tn.NumClients() == 0 })
 	con.Settle(t, step)
 	if errs := con.Errors(nil); len(errs) > 0 {

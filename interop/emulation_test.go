@@ -54,26 +54,13 @@ func TestCentrifugeJSEmulationInChromium(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			step, cancel := context.WithTimeout(ctx, 90*time.Second)
 			defer cancel()
-			must := func(what string, err error) {
-				t.Helper()
-				if err != nil {
-					t.Fatalf("%s: %v\nconsole: %q", what, err, con.Errors(nil))
-				}
-			}
-			waitJS := func(what, expr string, within time.Duration) {
-				t.Helper()
-				_, err := chromedp.Run(step, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(within), chromedp.WithPollingInterval(50*time.Millisecond)))
-				if err != nil {
-					st, _ := chromedp.Run(step, chromedp.Evaluate[string](`JSON.stringify(window.st)`))
-					must("wait for "+what+" (state: "+st+")", err)
-				}
-			}
+			st := browsertest.Steps{T: t, Ctx: step, Console: con, Show: `JSON.stringify(window.st)`}
 			user := "emu-" + transport
 			tok, err := auth.MintConnect(secret, auth.ConnectClaims{UserID: user}, time.Hour)
-			must("mint a token", err)
+			st.Must("mint a token", err)
 			ch := "emulation-" + transport
 			endpoint := base + map[string]string{"http_stream": "/connection/http_stream", "sse": "/connection/sse"}[transport]
-			must("open the page", chromedp.Do(step, chromedp.Navigate(page.URL)))
+			st.Must("open the page", chromedp.Do(step, chromedp.Navigate(page.URL)))
 			script := fmt.Sprintf(`(() => {
 				window.st = {connected: null, connects: 0, subscribed: false, pubs: [], published: false, disconnects: [], errors: []};
 				const c = new Centrifuge([{transport: %q, endpoint: %q}], {token: %q, emulationEndpoint: %q});
@@ -91,24 +78,24 @@ func TestCentrifugeJSEmulationInChromium(t *testing.T) {
 				window.client = c;
 			})()`, transport, endpoint, tok, base+"/emulation", ch)
 			_, err = chromedp.Run(step, chromedp.Evaluate[chromedp.Void](script))
-			must("start the SDK", err)
-			waitJS("connected over "+transport, fmt.Sprintf(`window.st.connected === %q`, transport), 15*time.Second)
-			waitJS("subscribed and published", `window.st.subscribed && window.st.published && window.st.pubs.some((d) => d.from === 'page')`, 15*time.Second)
+			st.Must("start the SDK", err)
+			st.Wait("connected over "+transport, fmt.Sprintf(`window.st.connected === %q`, transport), 15*time.Second)
+			st.Wait("subscribed and published", `window.st.subscribed && window.st.published && window.st.pubs.some((d) => d.from === 'page')`, 15*time.Second)
 			if n := srv.Node.Channels(ch)[ch]; n != 1 {
 				t.Fatalf("the gateway counts %d subscribers on %s, want the page's 1", n, ch)
 			}
 			req, _ := http.NewRequest(http.MethodPost, srv.APIURL()+"/publish", strings.NewReader(fmt.Sprintf(`{"channel":%q,"data":{"from":"api"}}`, ch)))
 			req.Header.Set("X-API-Key", apiKey)
 			resp, err := http.DefaultClient.Do(req)
-			must("publish", err)
+			st.Must("publish", err)
 			_ = resp.Body.Close()
-			waitJS("the API's publication", `window.st.pubs.some((d) => d.from === 'api')`, 15*time.Second)
+			st.Wait("the API's publication", `window.st.pubs.some((d) => d.from === 'api')`, 15*time.Second)
 			// Pings every second, 0.5 s to answer: after several of them still
 			// on the first connection (a missed pong would reconnect it).
 			time.Sleep(3500 * time.Millisecond) // the span being tested, not synchronisation
-			waitJS("still connected", `window.st.connects === 1 && window.st.disconnects.length === 0 && window.st.errors.length === 0 && window.client.state === 'connected'`, time.Second)
+			st.Wait("still connected", `window.st.connects === 1 && window.st.disconnects.length === 0 && window.st.errors.length === 0 && window.client.state === 'connected'`, time.Second)
 			_, err = chromedp.Run(step, chromedp.Evaluate[chromedp.Void](`window.client.disconnect()`))
-			must("disconnect", err)
+			st.Must("disconnect", err)
 			deadline := time.Now().Add(10 * time.Second)
 			for srv.Node.NumClients() != 0 {
 				if time.Now().After(deadline) {

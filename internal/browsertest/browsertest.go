@@ -144,3 +144,32 @@ func (c *Console) Settle(t testing.TB, ctx context.Context) {
 		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
 	}
 }
+
+// Steps are a test's steps in a page, run in Ctx: a step that fails stops
+// the test with the page's console errors and, when Show is set, the value
+// of that JavaScript expression (what the page holds, as a string).
+type Steps struct {
+	T       testing.TB
+	Ctx     context.Context
+	Console *Console
+	Show    string // a JavaScript expression of a string, shown when a wait fails; "": none
+}
+
+// Must stops the test when err, the outcome of the step named what, is not nil.
+func (s Steps) Must(what string, err error) {
+	s.T.Helper()
+	if err != nil {
+		s.T.Fatalf("%s: %v\nconsole: %q", what, err, s.Console.Errors(nil))
+	}
+}
+
+// Wait polls expr in the page until it is truthy, for at most within.
+func (s Steps) Wait(what, expr string, within time.Duration) {
+	s.T.Helper()
+	_, err := chromedp.Run(s.Ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(within), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if err != nil && s.Show != "" {
+		shown, _ := chromedp.Run(s.Ctx, chromedp.Evaluate[string](s.Show))
+		what += " (" + shown + ")"
+	}
+	s.Must("wait for "+what, err)
+}
