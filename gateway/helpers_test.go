@@ -42,6 +42,7 @@ type testNode struct {
 	reg *prometheus.Registry
 
 	uniURL string // the unidirectional WebSocket endpoint
+	base   string // http:// and the listener's address, for the streams and the emulation endpoint
 }
 
 func testConfig() Config {
@@ -101,6 +102,8 @@ func serveTestNode(t *testing.T, tn *testNode, keep []string) {
 		Addr: "127.0.0.1:0", Path: "/connection/websocket", MaxMessageSize: 64 << 10,
 		CheckOrigin: tn.CheckOrigin, Admit: tn.Admit, MaxConns: tn.MaxConnections(), Logger: testLogger(),
 		KeepHeaders: keep, Subprotocols: Subprotocols, Binary: Binary, UniPath: UniPath,
+		UniSSEPath: UniSSEPath, UniHTTPStreamPath: UniHTTPStreamPath,
+		SSEPath: SSEPath, HTTPStreamPath: HTTPStreamPath, HTTP: tn.EmulationHandler(),
 	}, tn.Node)
 	if err == nil {
 		err = tr.Start()
@@ -112,6 +115,7 @@ func serveTestNode(t *testing.T, tn *testNode, keep []string) {
 	tn.tr = tr
 	tn.url = "ws://" + tr.Addr().String() + "/connection/websocket"
 	tn.uniURL = "ws://" + tr.Addr().String() + UniPath
+	tn.base = "http://" + tr.Addr().String()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

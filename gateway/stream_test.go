@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,50 +17,20 @@ import (
 	"time"
 
 	"github.com/spindlehq/spindle/config"
-	"github.com/spindlehq/spindle/transport"
 )
 
-// startStreamNode is startTestNode with the streams served too, and the
-// emulation endpoint as the server's only other HTTP path; it returns the
-// node and the server's http:// base address.
+// startStreamNode is startTestNode with a namespace with history; it
+// returns the node and the server's http:// base address, where the
+// streams and the emulation endpoint are served.
 func startStreamNode(t *testing.T, mod func(*Config)) (*testNode, string) {
 	t.Helper()
-	tn := newTestNode(t, func(c *Config) {
+	tn := startTestNode(t, func(c *Config) {
 		c.Namespaces = map[string]config.ChannelOptions{"chat": {HistorySize: 10, HistoryTTL: config.Duration(time.Minute), AllowRecovery: true}}
 		if mod != nil {
 			mod(c)
 		}
 	})
-	if err := tn.Start(); err != nil {
-		t.Fatal(err)
-	}
-	tr, err := transport.New(transport.Config{
-		Addr: "127.0.0.1:0", Path: "/connection/websocket", MaxMessageSize: 64 << 10,
-		CheckOrigin: tn.CheckOrigin, Admit: tn.Admit, MaxConns: tn.MaxConnections(), Logger: testLogger(),
-		Subprotocols: Subprotocols, Binary: Binary, UniPath: UniPath,
-		UniSSEPath: UniSSEPath, UniHTTPStreamPath: UniHTTPStreamPath,
-		SSEPath: SSEPath, HTTPStreamPath: HTTPStreamPath, HTTP: tn.EmulationHandler(),
-	}, tn.Node)
-	if err == nil {
-		err = tr.Start()
-	}
-	if err != nil {
-		_ = tn.Close()
-		t.Fatal(err)
-	}
-	tn.tr = tr
-	tn.url = "ws://" + tr.Addr().String() + "/connection/websocket"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := tr.Shutdown(ctx); err != nil {
-			t.Errorf("transport shutdown: %v", err)
-		}
-		if err := tn.Close(); err != nil {
-			t.Errorf("node close: %v", err)
-		}
-	})
-	return tn, "http://" + tr.Addr().String()
+	return tn, tn.base
 }
 
 // streamClient reads a unidirectional stream's messages (SSE events'
@@ -153,15 +122,10 @@ func (c *streamClient) next() map[string]json.RawMessage {
 	for {
 		select {
 		case data := <-c.msgs:
-			var m map[string]json.RawMessage
-			if err := json.Unmarshal(data, &m); err != nil {
-				c.t.Fatalf("not one JSON object: %q", data)
+			if m := uniPush(c.t, data); m != nil {
+				return m
 			}
-			if len(m) == 0 {
-				c.pings++
-				continue
-			}
-			return m
+			c.pings++
 		case err := <-c.done:
 			c.t.Fatalf("stream ended: %v", err)
 		case <-time.After(10 * time.Second):

@@ -51,16 +51,25 @@ func (c *uniClient) next() map[string]json.RawMessage {
 		if mt != websocket.TextMessage {
 			c.t.Fatalf("message type %d, want text", mt)
 		}
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(data, &m); err != nil {
-			c.t.Fatalf("not one JSON object: %q", data)
+		if m := uniPush(c.t, data); m != nil {
+			return m
 		}
-		if len(m) == 0 {
-			c.pings++
-			continue
-		}
-		return m
+		c.pings++
 	}
+}
+
+// uniPush decodes a message of the unidirectional protocol, which must be
+// one JSON object: nil for a ping ({}).
+func uniPush(t *testing.T, data []byte) map[string]json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("not one JSON object: %q", data)
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // closeCode reads until the server closes and returns its close code.
