@@ -306,10 +306,7 @@ func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
 	nbc.SetSession(hc.Parser)
 	nbc.OnData(f.onData)
 	f.gate.handed(remote, ip, max(left, 0), func() { _ = nbc.Close() })
-	if f.s.raceHandOff != nil {
-		f.s.raceHandOff()
-	}
-	if err := f.s.engine.AddTransferredConn(nbc); err != nil {
+	if err := f.s.addToLoop(nbc); err != nil {
 		f.s.log.Warn("event loop refused a connection", "remote", remote, "err", err)
 		f.gate.settle(remote)
 	}

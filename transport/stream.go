@@ -224,13 +224,9 @@ func (s *Server) deliverStreamRequest(c *Conn, body []byte) {
 // takeFromLoop takes the request's connection from nbhttp; the event loop
 // has it already.
 func (s *Server) takeFromLoop(w http.ResponseWriter) (net.Conn, func(*streamSession) error, error) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		return nil, nil, fmt.Errorf("response %T can not be hijacked", w)
-	}
-	conn, _, err := hj.Hijack()
+	conn, err := hijack(w)
 	if err != nil {
-		return nil, nil, fmt.Errorf("hijack: %w", err)
+		return nil, nil, err
 	}
 	nc := nbioConn(conn)
 	if nc == nil {
@@ -252,13 +248,9 @@ func (s *Server) takeFromLoop(w http.ResponseWriter) (net.Conn, func(*streamSess
 // the event loop (what the client sent after its request is dropped, as a
 // stream drops it).
 func (s *Server) takeFromAPI(w http.ResponseWriter) (net.Conn, func(*streamSession) error, error) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		return nil, nil, fmt.Errorf("response %T can not be hijacked", w)
-	}
-	conn, _, err := hj.Hijack()
+	conn, err := hijack(w)
 	if err != nil {
-		return nil, nil, fmt.Errorf("hijack: %w", err)
+		return nil, nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
 	nc, err := nbio.NBConn(conn) // takes over the socket; conn is closed
@@ -269,14 +261,32 @@ func (s *Server) takeFromAPI(w http.ResponseWriter) (net.Conn, func(*streamSessi
 	return nc, func(ss *streamSession) error {
 		nc.SetSession(ss)
 		nc.OnData(s.engine.DataHandler)
-		if s.raceHandOff != nil {
-			s.raceHandOff()
-		}
-		if err := s.engine.AddTransferredConn(nc); err != nil {
+		if err := s.addToLoop(nc); err != nil {
 			return fmt.Errorf("event loop refused a stream: %w", err)
 		}
 		return nil
 	}, nil
+}
+
+// hijack takes the request's connection from its HTTP server.
+func hijack(w http.ResponseWriter) (net.Conn, error) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, fmt.Errorf("response %T can not be hijacked", w)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("hijack: %w", err)
+	}
+	return conn, nil
+}
+
+// addToLoop gives nc, its session and data handler set, to the event loop.
+func (s *Server) addToLoop(nc *nbio.Conn) error {
+	if s.raceHandOff != nil {
+		s.raceHandOff()
+	}
+	return s.engine.AddTransferredConn(nc)
 }
 
 // streamHead is the response head of a stream of kind; a request with an
