@@ -56,13 +56,19 @@ type Sampler struct {
 
 var sampleNames = []string{"/sched/latencies:seconds", "/memory/classes/heap/objects:bytes", "/sched/goroutines:goroutines"}
 
+// Samples returns runtime/metrics samples of names, for metrics.Read.
+func Samples(names []string) []metrics.Sample {
+	out := make([]metrics.Sample, len(names))
+	for i, n := range names {
+		out[i].Name = n
+	}
+	return out
+}
+
 // Read takes a reading at now.
 func (s *Sampler) Read(now time.Time) Reading {
 	if s.samples == nil {
-		s.samples = make([]metrics.Sample, len(sampleNames))
-		for i, n := range sampleNames {
-			s.samples[i].Name = n
-		}
+		s.samples = Samples(sampleNames)
 	}
 	metrics.Read(s.samples)
 	r := Reading{At: now}

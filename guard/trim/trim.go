@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spindlehq/spindle/guard/signals"
 	"github.com/spindlehq/spindle/guard/task"
 )
 
@@ -104,10 +105,7 @@ var heapNames = []string{
 // Read takes a look at the heap at now.
 func (t *Trimmer) Read(now time.Time) Heap {
 	if t.samples == nil {
-		t.samples = make([]metrics.Sample, len(heapNames))
-		for i, n := range heapNames {
-			t.samples[i].Name = n
-		}
+		t.samples = signals.Samples(heapNames)
 	}
 	metrics.Read(t.samples)
 	v := func(i int) uint64 {
