@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -30,7 +32,7 @@ const Leeway = 2 * time.Second
 // Verifier checks token signatures and claims.
 type Verifier struct {
 	cfg    Config
-	hmac   []byte
+	hmac   *hmacKey
 	rsa    *rsa.PublicKey
 	ecdsa  *ecdsa.PublicKey
 	algs   []string
@@ -48,7 +50,7 @@ var ErrInvalidToken = errors.New("invalid token")
 func NewVerifier(cfg Config) (*Verifier, error) {
 	v := &Verifier{cfg: cfg}
 	if cfg.HMACSecret != "" {
-		v.hmac = []byte(cfg.HMACSecret)
+		v.hmac = newHMACKey([]byte(cfg.HMACSecret))
 		v.algs = append(v.algs, "HS256", "HS384", "HS512")
 	}
 	if cfg.RSAPublicKey != "" {
@@ -67,7 +69,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		v.ecdsa = k
 		v.algs = append(v.algs, "ES256", "ES384", "ES512")
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(v.algs), jwt.WithLeeway(Leeway), jwt.WithJSONNumber()}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(v.algs), jwt.WithLeeway(Leeway)}
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
@@ -85,7 +87,7 @@ func (v *Verifier) Enabled() bool { return len(v.algs) > 0 }
 // never be checked against an RSA public key used as an HMAC secret.
 func (v *Verifier) key(t *jwt.Token) (any, error) {
 	switch t.Method.(type) {
-	case *jwt.SigningMethodHMAC:
+	case *pooledHMAC:
 		if v.hmac != nil {
 			return v.hmac, nil
 		}
@@ -101,13 +103,55 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 	return nil, fmt.Errorf("no key for algorithm %v", t.Header["alg"])
 }
 
-// claims are the Centrifugo token claims both token kinds use.
+// claims are the Centrifugo token claims both token kinds use. They are
+// decoded once per connect, so the dates are read in place (jwt.NumericDate
+// decodes each through a json.Unmarshal of its own).
 type claims struct {
-	jwt.RegisteredClaims
-	Info     json.RawMessage `json:"info,omitempty"`
-	B64Info  string          `json:"b64info,omitempty"`
-	Channels []string        `json:"channels,omitempty"`
-	Channel  string          `json:"channel,omitempty"`
+	Subject   string           `json:"sub,omitempty"`
+	Issuer    string           `json:"iss,omitempty"`
+	Audience  jwt.ClaimStrings `json:"aud,omitempty"`
+	ExpiresAt date             `json:"exp"`
+	NotBefore date             `json:"nbf"`
+	IssuedAt  date             `json:"iat"`
+	Info      json.RawMessage  `json:"info,omitempty"`
+	B64Info   string           `json:"b64info,omitempty"`
+	Channels  []string         `json:"channels,omitempty"`
+	Channel   string           `json:"channel,omitempty"`
+}
+
+func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.get() }
+func (c *claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.get() }
+func (c *claims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.get() }
+func (c *claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *claims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
+// date is a NumericDate claim: seconds since the epoch, fractions allowed.
+type date struct {
+	d   jwt.NumericDate
+	set bool
+}
+
+func (t *date) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*t = date{}
+		return nil
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return fmt.Errorf("date claim %.32q: not a number", b)
+	}
+	sec, frac := math.Modf(f)
+	t.d = jwt.NumericDate{Time: time.Unix(int64(sec), int64(frac*1e9))}
+	t.set = true
+	return nil
+}
+
+func (t *date) get() (*jwt.NumericDate, error) {
+	if !t.set {
+		return nil, nil
+	}
+	return &t.d, nil
 }
 
 func (v *Verifier) parse(token, kind string) (*claims, error) {
@@ -152,10 +196,10 @@ type SubscribeClaims struct {
 }
 
 func expireAt(c *claims) int64 {
-	if c.ExpiresAt == nil {
+	if !c.ExpiresAt.set {
 		return 0
 	}
-	return c.ExpiresAt.Unix()
+	return c.ExpiresAt.d.Unix()
 }
 
 // VerifyConnect checks a connection token.
@@ -179,7 +223,15 @@ func (v *Verifier) VerifySubscribe(token string) (SubscribeClaims, error) {
 	return SubscribeClaims{UserID: c.Subject, Channel: c.Channel, ExpireAt: expireAt(c), Info: c.Info}, nil
 }
 
-func mint(secret string, c claims, ttl time.Duration) (string, error) {
+// mintClaims are claims as minted: golang-jwt's registered claims encode the dates.
+type mintClaims struct {
+	jwt.RegisteredClaims
+	Info     json.RawMessage `json:"info,omitempty"`
+	Channels []string        `json:"channels,omitempty"`
+	Channel  string          `json:"channel,omitempty"`
+}
+
+func mint(secret string, c mintClaims, ttl time.Duration) (string, error) {
 	if secret == "" {
 		return "", errors.New("mint token: empty secret")
 	}
@@ -198,7 +250,7 @@ func mint(secret string, c claims, ttl time.Duration) (string, error) {
 // MintConnect creates an HS256 connection token; ttl 0 means no expiry, a
 // negative ttl an already expired token (for tests).
 func MintConnect(secret string, c ConnectClaims, ttl time.Duration) (string, error) {
-	return mint(secret, claims{RegisteredClaims: jwt.RegisteredClaims{Subject: c.UserID}, Info: c.Info, Channels: c.Channels}, ttl)
+	return mint(secret, mintClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: c.UserID}, Info: c.Info, Channels: c.Channels}, ttl)
 }
 
 // MintSubscribe creates an HS256 subscription token for c.Channel.
@@ -206,5 +258,5 @@ func MintSubscribe(secret string, c SubscribeClaims, ttl time.Duration) (string,
 	if c.Channel == "" {
 		return "", errors.New("mint subscription token: empty channel")
 	}
-	return mint(secret, claims{RegisteredClaims: jwt.RegisteredClaims{Subject: c.UserID}, Info: c.Info, Channel: c.Channel}, ttl)
+	return mint(secret, mintClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: c.UserID}, Info: c.Info, Channel: c.Channel}, ttl)
 }

@@ -154,3 +154,63 @@ func FuzzVerifyConnect(f *testing.F) {
 		}
 	})
 }
+
+func TestDateClaims(t *testing.T) {
+	v, _ := NewVerifier(Config{HMACSecret: "secret"})
+	soon := float64(time.Now().Add(time.Hour).Unix()) + 0.5
+	cases := []struct {
+		name string
+		c    jwt.MapClaims
+		want error
+		exp  int64
+	}{
+		{"fractional exp", jwt.MapClaims{"sub": "1", "exp": soon}, nil, int64(soon)},
+		{"null exp", jwt.MapClaims{"sub": "1", "exp": nil}, nil, 0},
+		{"no exp", jwt.MapClaims{"sub": "1"}, nil, 0},
+		{"string exp", jwt.MapClaims{"sub": "1", "exp": "tomorrow"}, ErrInvalidToken, 0},
+		{"past nbf fraction", jwt.MapClaims{"sub": "1", "nbf": float64(time.Now().Unix()) - 0.25}, nil, 0},
+		{"future iat (not checked, as in Centrifugo)", jwt.MapClaims{"sub": "1", "iat": time.Now().Add(time.Hour).Unix()}, nil, 0},
+	}
+	for _, c := range cases {
+		got, err := v.VerifyConnect(sign(t, jwt.SigningMethodHS256, []byte("secret"), c.c))
+		if !errors.Is(err, c.want) || (err == nil && got.ExpireAt != c.exp) {
+			t.Errorf("%s: %+v, %v; want exp %d, err %v", c.name, got, err, c.exp, c.want)
+		}
+	}
+}
+
+// Each verifier's pooled hashers carry its own secret: tokens of one are
+// refused by the other however the checks interleave.
+func TestHMACPoolsPerSecret(t *testing.T) {
+	a, _ := NewVerifier(Config{HMACSecret: "a"})
+	b, _ := NewVerifier(Config{HMACSecret: "b"})
+	for _, m := range []jwt.SigningMethod{jwt.SigningMethodHS256, jwt.SigningMethodHS384, jwt.SigningMethodHS512} {
+		ta := sign(t, m, []byte("a"), jwt.MapClaims{"sub": "a"})
+		tb := sign(t, m, []byte("b"), jwt.MapClaims{"sub": "b"})
+		for range 3 {
+			if c, err := a.VerifyConnect(ta); err != nil || c.UserID != "a" {
+				t.Fatalf("%s: a refused its own token: %v", m.Alg(), err)
+			}
+			if _, err := b.VerifyConnect(ta); !errors.Is(err, ErrInvalidToken) {
+				t.Fatalf("%s: b took a's token: %v", m.Alg(), err)
+			}
+			if c, err := b.VerifyConnect(tb); err != nil || c.UserID != "b" {
+				t.Fatalf("%s: b refused its own token: %v", m.Alg(), err)
+			}
+		}
+	}
+}
+
+func BenchmarkVerifyConnect(b *testing.B) {
+	v, _ := NewVerifier(Config{HMACSecret: "secret"})
+	tok, err := MintConnect("secret", ConnectClaims{UserID: "user-12345", Info: []byte(`{"name":"Ann"}`)}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.VerifyConnect(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
