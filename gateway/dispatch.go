@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,8 +138,7 @@ func (s *session) handleCommand(cmd *protocol.Command) bool {
 		return s.reply(cmd.Id, &protocol.Reply{Error: protoError(ErrBadRequest)})
 	}
 
-	ctx, cancel := context.WithTimeout(n.ctx, commandTimeout)
-	defer cancel()
+	ctx := n.deadlines.context()
 	var out outcome
 	switch method {
 	case "connect":

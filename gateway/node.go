@@ -72,8 +72,9 @@ type Node struct {
 
 	// tasks owns the goroutines Start begins; its context is the parent of
 	// every broker call and command deadline (ctx). Close stops both.
-	tasks *task.Group
-	ctx   context.Context
+	tasks     *task.Group
+	ctx       context.Context
+	deadlines deadlines // command deadlines under ctx
 
 	mu        sync.Mutex // guards running, closeErr and closeOnce's outcome
 	running   bool
@@ -120,6 +121,7 @@ func New(cfg Config, o Options) (*Node, error) {
 	n.rules = newRules(&n.cfg)
 	n.tasks = task.NewGroup(context.Background())
 	n.ctx = n.tasks.Context()
+	n.deadlines = deadlines{parent: n.ctx, timeout: commandTimeout}
 	n.commands = &commandRunner{tasks: n.tasks}
 	n.metrics = newMetrics(o.Registry, n)
 	return n, nil
