@@ -13,8 +13,7 @@ import (
 // hmacKey is the HMAC secret the verifier hands to golang-jwt: it keeps one
 // pool of keyed hashers per algorithm, so checking a token builds no HMAC.
 type hmacKey struct {
-	secret []byte
-	pools  [3]sync.Pool // HS256, HS384, HS512: *hmacHasher keyed with secret
+	pools [3]sync.Pool // HS256, HS384, HS512: *hmacHasher keyed with the secret
 }
 
 type hmacHasher struct {
@@ -24,7 +23,7 @@ type hmacHasher struct {
 }
 
 func newHMACKey(secret []byte) *hmacKey {
-	k := &hmacKey{secret: secret}
+	k := &hmacKey{}
 	for i, newHash := range [3]func() hash.Hash{sha256.New, sha512.New384, sha512.New} {
 		k.pools[i].New = func() any { return &hmacHasher{h: hmac.New(newHash, secret)} }
 	}
