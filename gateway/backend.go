@@ -31,11 +31,6 @@ func (s *session) proxyClient() proxy.Client {
 	return proxy.Client{Client: s.id, Transport: "websocket", Protocol: "json", Encoding: "json"}
 }
 
-// backendContext bounds what a proxy worker does after the backend answered.
-func (n *Node) backendContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(n.ctx, commandTimeout)
-}
-
 // backendOutcome maps the backend's error or disconnect onto the protocol;
 // ok is false when the reply carries neither (it has a result).
 func backendOutcome(rep *proxy.Reply) (out outcome, ok bool) {
@@ -59,9 +54,8 @@ func (s *session) submit(ev proxy.Event, method string, id uint32, req any, fail
 			if o, ok := backendOutcome(rep); ok {
 				out = o
 			} else {
-				ctx, cancel := n.backendContext()
-				out, err = then(ctx, rep)
-				cancel()
+				// What the worker does after the backend answered is bounded as a command is.
+				out, err = then(n.deadlines.context(), rep)
 			}
 		}
 		if err != nil {
@@ -363,9 +357,7 @@ func (s *session) subRefreshProxy(sub *subscription, wall int64) {
 	body := proxy.SubRefreshRequest{Client: s.proxyClient(), User: s.identity(), Channel: sub.channel, Meta: s.meta()}
 	s.askRefresh(proxy.SubRefresh, &sub.refreshNext, wall, body, func(res proxy.RefreshResult) {
 		if res.Expired {
-			ctx, cancel := s.node.backendContext()
-			defer cancel()
-			s.expireSub(ctx, sub)
+			s.expireSub(s.node.deadlines.context(), sub)
 			return
 		}
 		sub.expireAt.Store(res.ExpireAt)
