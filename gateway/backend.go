@@ -331,7 +331,7 @@ func (s *session) expireSubs(ctx context.Context, wall int64) {
 	var due []*subscription
 	s.mu.Lock()
 	for _, sub := range s.subs {
-		if exp := sub.expireAt.Load(); exp > 0 && wall > exp && sub.state == subLive {
+		if x := sub.expiry.Load(); x != nil && x.expired(wall) && sub.state == subLive {
 			due = append(due, sub)
 		}
 	}
@@ -355,12 +355,13 @@ func (s *session) expireSub(ctx context.Context, sub *subscription) {
 // subRefreshProxy asks the backend to prolong sub.
 func (s *session) subRefreshProxy(sub *subscription, wall int64) {
 	body := proxy.SubRefreshRequest{Client: s.proxyClient(), User: s.identity(), Channel: sub.channel, Meta: s.meta()}
-	s.askRefresh(proxy.SubRefresh, &sub.refreshNext, wall, body, func(res proxy.RefreshResult) {
+	x := sub.expiry.Load()
+	s.askRefresh(proxy.SubRefresh, &x.refreshNext, wall, body, func(res proxy.RefreshResult) {
 		if res.Expired {
 			s.expireSub(s.node.deadlines.context(), sub)
 			return
 		}
-		sub.expireAt.Store(res.ExpireAt)
-		sub.refreshNext.Store(0)
+		x.at.Store(res.ExpireAt)
+		x.refreshNext.Store(0)
 	})
 }

@@ -78,7 +78,7 @@ func (s *session) enqueueLatest(sub *subscription, frame []byte) bool {
 // replaceLatest takes sub's publication still queued, if any, out of the
 // queue (its place holds nil until the queue is taken) and forgets its
 // record. One that was larger than the bound leaves the bound grown
-// (bigEnd) until the bytes written pass where it would have ended: never
+// (s.big) until the bytes written pass where it would have ended: never
 // less room than before. s.qmu is held.
 func (s *session) replaceLatest(sub *subscription) {
 	c := s.cq

@@ -16,7 +16,7 @@ import (
 // handleConnect authenticates the session by its token, or without one by
 // asking the backend (connectProxy), then establishes it.
 func (s *session) handleConnect(ctx context.Context, id uint32, req *protocol.ConnectRequest) outcome {
-	if s.authed.Load() {
+	if s.authed() {
 		return disconnect(DisconnectBadRequest)
 	}
 	n := s.node
@@ -65,8 +65,7 @@ func (s *session) establish(ctx context.Context, id uint32, req *protocol.Connec
 		s.mu.Unlock()
 		return disconnect(DisconnectConnectionClosed)
 	}
-	s.user = claims.UserID
-	s.ci = &broker.ClientInfo{ClientID: s.id, UserID: s.user}
+	s.ci = &broker.ClientInfo{ClientID: s.id, UserID: claims.UserID}
 	if len(claims.Info) > 0 {
 		s.ci.ConnInfo = bytes.Clone(claims.Info)
 	}
@@ -75,7 +74,7 @@ func (s *session) establish(ctx context.Context, id uint32, req *protocol.Connec
 		be.meta, be.serverRefresh = x.meta, x.serverRefresh
 	}
 	s.expireAt.Store(claims.ExpireAt)
-	s.authed.Store(true)
+	s.flags.Or(flagAuthed)
 	n.sessions.addUser(s)
 	s.mu.Unlock()
 	s.hb.start(n.cfg.PingInterval)

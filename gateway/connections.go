@@ -131,8 +131,7 @@ func (n *Node) CheckOrigin(r *http.Request) bool {
 func (n *Node) OnOpen(c *transport.Conn) {
 	s := &session{node: n, conn: c, id: newClientID()}
 	s.shard = uint32(maphash.String(n.sessions.seed, s.id))
-	s.openedAt = transport.Mono()
-	s.lastPresence = s.openedAt
+	s.since = transport.Mono()
 	c.Session = s
 	n.sessions.add(s)
 	n.metrics.connectsTotal.Inc()
@@ -149,7 +148,7 @@ func (n *Node) OnOpen(c *transport.Conn) {
 // deliveries, not the other way round.
 func (n *Node) OnMessage(c *transport.Conn, data []byte) {
 	if s, ok := c.Session.(*session); ok {
-		if !s.authed.Load() {
+		if !s.authed() {
 			runtime.Gosched()
 		}
 		if c.Uni() {

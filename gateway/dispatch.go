@@ -114,7 +114,7 @@ func (s *session) handleCommand(cmd *protocol.Command) bool {
 	start := time.Now()
 	defer func() { n.metrics.commandDuration.WithLabelValues(method).Observe(time.Since(start).Seconds()) }()
 
-	if method != "connect" && !s.authed.Load() {
+	if method != "connect" && !s.authed() {
 		n.log.Info("command before connect", "client", s.id, "method", method)
 		s.close(DisconnectBadRequest, false)
 		return false
@@ -278,11 +278,11 @@ func (s *session) allowCommand() bool {
 		return true
 	}
 	now := transport.Mono()
-	burst := float64(s.node.cfg.CommandBurst)
+	burst := float32(s.node.cfg.CommandBurst)
 	if s.tokensAt == 0 {
 		s.tokens = burst
 	} else {
-		s.tokens = min(s.tokens+float64(now-s.tokensAt)/float64(time.Second)*rate, burst)
+		s.tokens = min(s.tokens+float32(float64(now-s.tokensAt)/float64(time.Second)*rate), burst)
 	}
 	s.tokensAt = now
 	if s.tokens < 1 {

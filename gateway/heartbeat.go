@@ -50,7 +50,7 @@ func (n *Node) scan(ctx context.Context) {
 		next := s.hb.nextPing.Load()
 		switch {
 		case next == 0:
-			if now-s.openedAt > connectTimeout {
+			if now-s.since > connectTimeout {
 				n.log.Info("no connect command in time", "client", s.id, "remote", s.conn.RemoteAddr())
 				s.close(DisconnectStale, false)
 			}
@@ -80,11 +80,11 @@ func (n *Node) scan(ctx context.Context) {
 			s.close(DisconnectExpired, false)
 			return
 		}
-		if s.subExpiry.Load() {
+		if s.flags.Load()&flagSubExpiry != 0 {
 			s.expireSubs(ctx, wall)
 		}
-		if presenceEvery > 0 && now-s.lastPresence > presenceEvery {
-			s.lastPresence = now
+		if presenceEvery > 0 && now-s.since > presenceEvery {
+			s.since = now
 			n.refreshPresence(ctx, s)
 		}
 	})

@@ -30,11 +30,11 @@ func (s *session) enqueue(frame []byte) bool {
 	}
 	bound := int64(s.node.cfg.ClientQueueMaxSize)
 	limit := bound
-	if s.bigEnd > 0 {
-		if s.conn.Written() < s.bigEnd {
-			limit += s.bigLen
+	if s.big != nil {
+		if s.conn.Written() < s.big.end {
+			limit += s.big.size
 		} else {
-			s.bigEnd, s.bigLen = 0, 0
+			s.big = nil
 		}
 	}
 	pending := s.conn.Pending()
@@ -50,8 +50,7 @@ func (s *session) enqueue(frame []byte) bool {
 		return false
 	}
 	if size > bound {
-		s.bigEnd = s.conn.Handed() + int64(s.qbytes) + size
-		s.bigLen = size
+		s.big = &bigFrame{end: s.conn.Handed() + int64(s.qbytes) + size, size: size}
 	}
 	s.q = append(s.q, frame)
 	s.qbytes += len(frame)

@@ -59,10 +59,10 @@ func (r *registry) add(s *session) {
 // addUser files an authenticated session under its user. The caller holds
 // s.mu and has checked that s is not gone, so remove cannot miss it.
 func (r *registry) addUser(s *session) {
-	ush := r.userShard(s.user)
+	ush := r.userShard(s.ci.UserID)
 	ush.mu.Lock()
-	s.userNext = ush.m[s.user]
-	ush.m[s.user] = s
+	s.userNext = ush.m[s.ci.UserID]
+	ush.m[s.ci.UserID] = s
 	ush.mu.Unlock()
 }
 
@@ -77,14 +77,14 @@ func (r *registry) remove(s *session) (removed bool, left int) {
 	if !removed {
 		return false, r.count()
 	}
-	if s.authed.Load() {
-		ush := r.userShard(s.user)
+	if s.authed() {
+		ush := r.userShard(s.ci.UserID)
 		ush.mu.Lock()
-		if head := ush.m[s.user]; head == s {
+		if head := ush.m[s.ci.UserID]; head == s {
 			if s.userNext == nil {
-				delete(ush.m, s.user)
+				delete(ush.m, s.ci.UserID)
 			} else {
-				ush.m[s.user] = s.userNext
+				ush.m[s.ci.UserID] = s.userNext
 			}
 		} else {
 			for x := head; x != nil; x = x.userNext {

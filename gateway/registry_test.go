@@ -3,6 +3,8 @@ package gateway
 import (
 	"slices"
 	"testing"
+
+	"github.com/spindlehq/spindle/broker"
 )
 
 // A user's sessions are found together and each one leaves alone, from the
@@ -11,14 +13,14 @@ func TestRegistryUserSessions(t *testing.T) {
 	r := newRegistry()
 	var ss []*session
 	for _, id := range []string{"a", "b", "c", "d"} {
-		s := &session{id: id, user: "u"}
-		s.authed.Store(true)
+		s := &session{id: id, ci: &broker.ClientInfo{ClientID: id, UserID: "u"}}
+		s.flags.Or(flagAuthed)
 		r.add(s)
 		r.addUser(s)
 		ss = append(ss, s)
 	}
-	other := &session{id: "x", user: "v"}
-	other.authed.Store(true)
+	other := &session{id: "x", ci: &broker.ClientInfo{ClientID: "x", UserID: "v"}}
+	other.flags.Or(flagAuthed)
 	r.add(other)
 	r.addUser(other)
 

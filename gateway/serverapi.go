@@ -75,7 +75,7 @@ func (n *Node) Subscribe(ctx context.Context, user, client, ch string) (int, err
 	}
 	count := 0
 	for _, s := range n.sessions.find(user, client) {
-		if !s.authed.Load() {
+		if !s.authed() {
 			continue
 		}
 		sub, res, err := s.prepareSubscribe(ctx, ch, &protocol.SubscribeRequest{Channel: ch}, nil)

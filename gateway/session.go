@@ -15,78 +15,99 @@ import (
 // session is one client connection speaking the client protocol.
 //
 // Who owns what:
-//   - node, conn, id, shard, openedAt: set by OnOpen, never written again.
-//   - user, ci: written once by the connect command, under mu and before
-//     authed is set; read by anyone after authed.Load() is true.
+//   - node, conn, id, shard: set by OnOpen, never written again.
+//   - ci: written once by the connect command, under mu and before
+//     flagAuthed is set; read by anyone after authed() is true. The user id
+//     is ci.UserID.
 //   - be: set once, by the first connect the backend is asked about
 //     (backend.go); a session connected by its token never has one.
 //   - mu guards subs, gone, and each subscription's state and held frames.
-//   - qmu guards the outbound queue: q, qbytes, scheduled, closing, bigEnd, bigLen, cq.
+//   - qmu guards the outbound queue: q, qbytes, scheduled, closing, big, cq.
 //   - rmu guards the command queue (rq, rrun): see commandrunner.go.
 //   - tokens, tokensAt: whoever runs the session's commands — the message
 //     handler (the transport runs one OnMessage at a time per connection),
 //     the command runner while rrun is set (the handler then queues instead
 //     of running), or the proxy worker while it runs the deferred commands
 //     (the handler runs none meanwhile).
-//   - lastPresence: the heartbeat loop's.
+//   - since: set by OnOpen, then the heartbeat loop's.
 //   - uniAsked: the message handler's (OnOpen, then OnMessage): a
 //     unidirectional session has had its connect request (uni.go).
-//   - hb and expireAt are atomics: the handler writes, the heartbeat loop reads.
+//   - flags, hb and expireAt are atomics: the handler writes, the heartbeat
+//     loop reads.
 //
 // Locks are taken in this order: a hub shard, then mu, then qmu; the
 // registry's shard locks nest inside mu and take none of the others.
+//
+// An idle node holds one session per client, so the fields are ordered to
+// leave no padding: the small ones of different owners share words (each
+// is its own memory location), and the struct stays in the 256-byte size
+// class (TestSessionSize).
 type session struct {
-	node     *Node
-	conn     *transport.Conn
-	id       string
-	shard    uint32
-	authed   atomic.Bool // beside shard, in one word
-	openedAt int64
-
-	user     string
+	node  *Node
+	conn  *transport.Conn
+	id    string
+	shard uint32
+	flags atomic.Uint32 // flagAuthed, flagSubExpiry: set once each, never cleared
+	// One word: the bools of three owners (see above) and the command bucket.
+	rrun      bool    // rmu: the runner has the session, scheduled or running its commands
+	gone      bool    // mu: the connection closed; nothing new may be joined
+	uniAsked  bool    // the message handler's
+	scheduled bool    // qmu: the session waits in its writer shard
+	tokens    float32 // the command bucket's tokens
+	// since is when the connection opened until the session is
+	// authenticated (the connect timeout counts from it), then when its
+	// presence was last refreshed; transport.Mono nanoseconds.
+	since    int64
 	userNext *session           // the user's next session in the registry; guarded by the registry's shard lock of user
-	ci       *broker.ClientInfo // the client's info (id, user, conn_info), shared by its presence entries and publications: never written
+	ci       *broker.ClientInfo // the client's info (id, user, conn_info), shared by its presence entries and publications: never written after flagAuthed
 	expireAt atomic.Int64       // unix seconds; 0: never
 	be       atomic.Pointer[backendSession]
-	// subExpiry: some subscription has an expire_at, the heartbeat loop checks them.
-	subExpiry atomic.Bool
 
-	rmu  sync.Mutex          // guards rq and rrun
-	rq   []*protocol.Command // commands waiting for the command runner, in order
-	rrun bool                // the runner has the session: scheduled or running its commands
+	rmu sync.Mutex
+	rq  []*protocol.Command // commands waiting for the command runner, in order
 
-	mu       sync.Mutex
-	subs     []*subscription // every channel joined or being joined, at most one per channel
-	gone     bool            // the connection closed; nothing new may be joined
-	uniAsked bool            // beside gone, in its word; see the owners above
+	mu   sync.Mutex
+	subs []*subscription // every channel joined or being joined, at most one per channel
 
-	qmu       sync.Mutex
-	q         [][]byte
-	qbytes    int
-	scheduled bool
-	closing   *Disconnect
-	bigEnd    int64       // a frame larger than the bound is written until Conn.Written reaches this; 0: none
-	bigLen    int64       // its size, added to the bound until then
-	cq        *conflation // set at the session's first conflated delivery (conflate.go); nil: the plain queue
+	qmu     sync.Mutex
+	q       [][]byte
+	qbytes  int
+	closing *Disconnect
+	big     *bigFrame   // the frame larger than the bound being written; nil: none
+	cq      *conflation // set at the session's first conflated delivery (conflate.go); nil: the plain queue
 
 	hb heartbeat
 
-	tokens       float64
-	tokensAt     int64
-	lastPresence int64
-	emu          *emulation // set by OnOpen for an emulated session (emulation.go), never written again; nil for the others
+	tokensAt int64
+	emu      *emulation // set by OnOpen for an emulated session (emulation.go), never written again; nil for the others
+}
+
+// The session's flags.
+const (
+	flagAuthed    = 1 << iota // the connect command succeeded
+	flagSubExpiry             // some subscription has an expire_at: the heartbeat loop checks them
+)
+
+// authed reports whether the connect command succeeded; ci is set when it has.
+func (s *session) authed() bool { return s.flags.Load()&flagAuthed != 0 }
+
+// bigFrame is a frame larger than the queue's bound, taken while the
+// backlog was within it: until the bytes written reach end, the bound grows
+// by size (queue.go).
+type bigFrame struct {
+	end, size int64
 }
 
 // identity is the user id, or "" before the session is authenticated.
 func (s *session) identity() string {
-	if !s.authed.Load() {
+	if !s.authed() {
 		return ""
 	}
-	return s.user
+	return s.ci.UserID
 }
 
 func (s *session) info() *broker.ClientInfo {
-	if !s.authed.Load() {
+	if !s.authed() {
 		return &broker.ClientInfo{ClientID: s.id}
 	}
 	return s.ci

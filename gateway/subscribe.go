@@ -64,15 +64,26 @@ type subscription struct {
 	live      atomic.Bool // mirrors state == subLive, read on the delivery path without s.mu
 	chanInfo  []byte      // from the subscription token
 
-	// expireAt (unix seconds; 0: never) is set by the subscribe proxy's
-	// answer before activate, then by the sub_refresh proxy's; refreshNext
-	// is the heartbeat loop's: no sub_refresh call before it.
-	expireAt    atomic.Int64
-	refreshNext atomic.Int64
+	// expiry is set by join when the subscription has an expire_at (from
+	// its token or the subscribe proxy's answer) and never replaced; nil:
+	// the subscription does not expire.
+	expiry atomic.Pointer[subExpiry]
 
 	// Guarded by session.mu.
-	held []heldFrame // deliveries while pending
-	top  uint64      // stream offset the client was given; held frames up to it are dropped
+	held *[]heldFrame // deliveries while pending; nil when none came
+	top  uint64       // stream offset the client was given; held frames up to it are dropped
+}
+
+// subExpiry is when a subscription ends unless the backend prolongs it.
+type subExpiry struct {
+	at          atomic.Int64 // unix seconds, 0: never; moved by the sub_refresh proxy's answer
+	refreshNext atomic.Int64 // the heartbeat loop's: no sub_refresh call before it
+}
+
+// expired reports whether the subscription's time is past at wall (unix seconds).
+func (x *subExpiry) expired(wall int64) bool {
+	at := x.at.Load()
+	return at > 0 && wall > at
 }
 
 type heldFrame struct {
@@ -86,7 +97,10 @@ func (sub *subscription) deliver(s *session, frame []byte, offset uint64) {
 	if !sub.live.Load() {
 		s.mu.Lock()
 		if sub.state == subPending {
-			sub.held = append(sub.held, heldFrame{frame, offset})
+			if sub.held == nil {
+				sub.held = new([]heldFrame)
+			}
+			*sub.held = append(*sub.held, heldFrame{frame, offset})
 			s.mu.Unlock()
 			return
 		}
@@ -233,12 +247,14 @@ func (s *session) activate(ctx context.Context, first []byte, subs ...*subscript
 			cancelled = append(cancelled, sub)
 			continue
 		}
-		for _, hf := range sub.held {
-			if hf.offset == 0 || hf.offset > sub.top {
-				s.enqueue(hf.frame)
+		if sub.held != nil {
+			for _, hf := range *sub.held {
+				if hf.offset == 0 || hf.offset > sub.top {
+					s.enqueue(hf.frame)
+				}
 			}
+			sub.held = nil
 		}
-		sub.held = nil
 		sub.state = subLive
 		sub.live.Store(true)
 	}
@@ -441,8 +457,10 @@ func (s *session) join(ctx context.Context, id uint32, req *protocol.SubscribeRe
 	}
 	res.Data = data
 	if expireAt > 0 {
-		sub.expireAt.Store(expireAt)
-		s.subExpiry.Store(true)
+		x := &subExpiry{}
+		x.at.Store(expireAt)
+		sub.expiry.Store(x)
+		s.flags.Or(flagSubExpiry)
 	}
 	frame, err := encodeReply(s.enc(), &protocol.Reply{Id: id, Subscribe: res})
 	if err != nil {
