@@ -76,12 +76,13 @@ type Config struct {
 	NatsURL        string   `yaml:"nats_url"`          // nats:// address of NATS (comma-separated for several), for broker nats
 	NatsPrefix     string   `yaml:"nats_prefix"`       // prefix of every NATS subject and of the JetStream stream's name
 
-	CaptureDir      string   `yaml:"capture_dir"`      // the watchdog's archive of captures
-	WatchdogRules   []string `yaml:"watchdog_rules"`   // "SIGNAL > VALUE for D" or "SIGNAL grow > R/s over D", see guard/watchdog
-	CaptureCooldown Duration `yaml:"capture_cooldown"` // least time between two captures the rules trigger
-	CaptureWebhook  string   `yaml:"capture_webhook"`  // a URL POSTed each capture's JSON; empty: none
-	MemoryLimit     int      `yaml:"memory_limit"`     // bytes the Go heap is kept under; 0: GOMEMLIMIT, else 90% of the container's limit
-	HeapTrimAfter   Duration `yaml:"heap_trim_after"`  // quiet time after which the heap's free memory goes back to the OS; 0: never (guard/trim)
+	CaptureDir      string   `yaml:"capture_dir"`          // the watchdog's archive of captures
+	WatchdogRules   []string `yaml:"watchdog_rules"`       // "SIGNAL > VALUE for D" or "SIGNAL grow > R/s over D", see guard/watchdog
+	CaptureCooldown Duration `yaml:"capture_cooldown"`     // least time between two captures the rules trigger
+	CaptureWebhook  string   `yaml:"capture_webhook"`      // a URL POSTed each capture's JSON; empty: none
+	MemoryLimit     int      `yaml:"memory_limit"`         // bytes the Go heap is kept under; 0: GOMEMLIMIT, else 90% of the container's limit
+	HeapTrimAfter   Duration `yaml:"heap_trim_after"`      // quiet time after which the heap's free memory goes back to the OS; 0: never (guard/trim)
+	HeapGrowGC      int      `yaml:"heap_grow_gc_percent"` // GOGC while the live heap grows; 0: the process's own throughout (guard/gcpace)
 
 	// The backend proxy (Centrifugo v5's flat names): an event is proxied
 	// when its endpoint is set; subscribe and publish also per namespace.
@@ -159,6 +160,7 @@ var settings = []Setting{
 	{Key: "capture_webhook", Usage: "URL POSTed each capture's JSON (empty: none)"},
 	{Key: "memory_limit", Usage: "bytes the Go heap is kept under, as GOMEMLIMIT (0: GOMEMLIMIT, else 90% of the container's memory limit)"},
 	{Key: "heap_trim_after", Usage: "how long allocation must stay low before the heap's free memory is given back to the OS (0: never)"},
+	{Key: "heap_grow_gc_percent", Usage: "GC percent (GOGC) while the live heap grows, as during a connect burst, so an idle node keeps fewer holes in its heap (0: the process's own GOGC throughout)"},
 	{Key: "proxy_connect_endpoint", Usage: "backend URL asked when a client connects without a token (empty: not proxied)"},
 	{Key: "proxy_connect_timeout", Usage: "how long one connect proxy call may take"},
 	{Key: "proxy_refresh_endpoint", Usage: "backend URL asked when a proxied connection's expire_at passes (empty: it expires)"},
@@ -302,6 +304,7 @@ func Default() Config {
 		WatchdogRules:              []string{"goroutines > 100000 for 2m", "goroutines grow > 200/s over 5m"},
 		CaptureCooldown:            Duration(5 * time.Minute),
 		HeapTrimAfter:              Duration(3 * time.Second),
+		HeapGrowGC:                 25,
 		Broker:                     "memory",
 		RedisAddress:               "127.0.0.1:6379",
 		RedisPrefix:                "spindle",
@@ -608,6 +611,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeapTrimAfter.D() < 0 {
 		bad("heap_trim_after: must not be negative (0: never trim)")
+	}
+	if c.HeapGrowGC < 0 {
+		bad("heap_grow_gc_percent: %d is negative (0: the process's own GOGC throughout)", c.HeapGrowGC)
 	}
 	if c.ClientQueueMaxSize < c.MaxMessageSize {
 		bad("client_queue_max_size: %d is smaller than max_message_size %d", c.ClientQueueMaxSize, c.MaxMessageSize)

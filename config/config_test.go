@@ -345,6 +345,7 @@ func TestSetEveryScalarKey(t *testing.T) {
 		"capture_cooldown":               {"30s", func(c *Config) { c.CaptureCooldown = Duration(30 * time.Second) }},
 		"memory_limit":                   {"3GiB", func(c *Config) { c.MemoryLimit = 3 << 30 }},
 		"heap_trim_after":                {"10s", func(c *Config) { c.HeapTrimAfter = Duration(10 * time.Second) }},
+		"heap_grow_gc_percent":           {"40", func(c *Config) { c.HeapGrowGC = 40 }},
 		"capture_webhook":                {"http://127.0.0.1:1/hook", func(c *Config) { c.CaptureWebhook = "http://127.0.0.1:1/hook" }},
 		"max_publication_size":           {"3MiB", func(c *Config) { c.MaxPublicationSize = 3 << 20 }},
 		"api_batch_max_commands":         {"10", func(c *Config) { c.APIMaxBatch = 10 }},

@@ -33,6 +33,7 @@ import (
 	"github.com/spindlehq/spindle/gateway"
 	"github.com/spindlehq/spindle/gateway/proxy"
 	"github.com/spindlehq/spindle/guard/admission"
+	"github.com/spindlehq/spindle/guard/gcpace"
 	"github.com/spindlehq/spindle/guard/signals"
 	"github.com/spindlehq/spindle/guard/trim"
 	"github.com/spindlehq/spindle/guard/watchdog"
@@ -62,6 +63,7 @@ type Server struct {
 	adm      *admission.Controller // new sessions
 	admAPI   *admission.Controller // server API calls
 	trim     *trim.Trimmer         // nil when heap_trim_after is 0
+	pace     *gcpace.Pacer         // nil when heap_grow_gc_percent is 0
 
 	mu      sync.Mutex // guards started and stopped
 	started bool
@@ -123,6 +125,9 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
 	if cfg.HeapTrimAfter > 0 {
 		s.trim = trim.New(trim.Config{Quiet: cfg.HeapTrimAfter.D(), Logger: o.Logger, Registry: s.Registry})
+	}
+	if cfg.HeapGrowGC > 0 {
+		s.pace = gcpace.New(gcpace.Config{Percent: cfg.HeapGrowGC, Logger: o.Logger, Registry: s.Registry})
 	}
 	var br broker.Broker
 	var pm broker.PresenceManager
@@ -358,13 +363,16 @@ func (s *Server) Close() error {
 }
 
 // startGuards starts what watches the process: the watchdog, admission
-// control and the heap trimmer; stopGuards stops them.
+// control, the heap trimmer and the GC pacer; stopGuards stops them.
 func (s *Server) startGuards() {
 	s.watch.Start()
 	s.adm.Start()
 	s.admAPI.Start()
 	if s.trim != nil {
 		s.trim.Start()
+	}
+	if s.pace != nil {
+		s.pace.Start()
 	}
 }
 
@@ -374,6 +382,9 @@ func (s *Server) stopGuards() {
 	s.admAPI.Stop()
 	if s.trim != nil {
 		s.trim.Stop()
+	}
+	if s.pace != nil {
+		s.pace.Stop()
 	}
 }
 

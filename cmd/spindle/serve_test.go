@@ -145,6 +145,7 @@ var serveFlagValues = map[string]string{
 	"capture_cooldown":               "2m",
 	"memory_limit":                   "1GiB",
 	"heap_trim_after":                "10s",
+	"heap_grow_gc_percent":           "40",
 	"capture_webhook":                "",
 	"max_publication_size":           "3MiB",
 	"api_batch_max_commands":         "500",
