@@ -27,6 +27,10 @@ func (s *session) handleFrame(data []byte) {
 	if len(data) == 0 || enc != encProtobuf && len(bytes.TrimSpace(data)) == 0 {
 		return
 	}
+	if isPong(enc, data) {
+		s.hb.pong()
+		return
+	}
 	cmds, err := decodeFrame(enc, data)
 	if err != nil {
 		s.node.log.Info("malformed client frame", "client", s.id, "remote", s.conn.RemoteAddr(), "encoding", enc, "err", err)
@@ -52,6 +56,16 @@ func (s *session) runCommands(cmds []*protocol.Command) bool {
 		}
 	}
 	return true
+}
+
+// isPong reports whether a frame is one empty command, the answer to a
+// ping: an idle node gets one per client per ping interval, and decoding it
+// would be most of the garbage such a node makes.
+func isPong(enc encoding, data []byte) bool {
+	if enc == encProtobuf {
+		return len(data) == 1 && data[0] == 0 // a zero length prefix: an empty Command
+	}
+	return string(data) == "{}" // what the SDKs send; anything else goes through the decoder
 }
 
 // decodeFrame splits a client frame into its commands: newline-delimited

@@ -28,6 +28,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cmds, err := decodeFrame(encJSON, data)
+		checkPong(t, encJSON, data, cmds, err)
 		if err != nil {
 			if cmds != nil {
 				t.Fatalf("error %v with %d commands", err, len(cmds))
@@ -77,6 +78,7 @@ func FuzzDecodeProtobufFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cmds, err := decodeFrame(encProtobuf, data)
+		checkPong(t, encProtobuf, data, cmds, err)
 		if err != nil {
 			if cmds != nil {
 				t.Fatalf("error %v with %d commands", err, len(cmds))
@@ -104,4 +106,39 @@ func FuzzDecodeProtobufFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkPong holds the pong shortcut to the decoder: a frame isPong takes
+// decodes to one command, and that command is a pong.
+func checkPong(t *testing.T, enc encoding, data []byte, cmds []*protocol.Command, err error) {
+	t.Helper()
+	if isPong(enc, data) && (err != nil || len(cmds) != 1 || commandMethod(cmds[0]) != "pong") {
+		t.Fatalf("isPong(%q) but the decoder gives %d commands, %v", data, len(cmds), err)
+	}
+}
+
+// The SDKs' pongs take the shortcut; nothing else does.
+func TestIsPong(t *testing.T) {
+	for _, c := range []struct {
+		enc  encoding
+		data string
+		want bool
+	}{
+		{encJSON, "{}", true},
+		{encJSON, " {}\n", false},
+		{encJSON, "{}\n ", false},
+		{encJSON, "{}\n{}", false},
+		{encJSON, `{"id":1}`, false},
+		{encJSON, `{"id":1,"ping":{}}`, false},
+		{encProtobuf, "\x00", true},
+		{encProtobuf, "\x00\x00", false},
+		{encProtobuf, "{}", false},
+		{encJSON, "\x00", false},
+	} {
+		if got := isPong(c.enc, []byte(c.data)); got != c.want {
+			t.Errorf("isPong(%v, %q) = %v, want %v", c.enc, c.data, got, c.want)
+		}
+		cmds, err := decodeFrame(c.enc, []byte(c.data))
+		checkPong(t, c.enc, []byte(c.data), cmds, err)
+	}
 }
