@@ -29,9 +29,9 @@ type Config struct {
 	QuietRate float64
 	// MinExcess is how far the heap the process holds must exceed the
 	// live heap, in bytes, before a trim is worth a collection; 0: a
-	// quarter of the live heap, and at least 4 MiB.
+	// sixteenth of the live heap, and at least 1 MiB.
 	MinExcess uint64
-	Cooldown  time.Duration // the least time between two trims; 0: 30 s
+	Cooldown  time.Duration // the least time between two trims; 0: 10 s
 	Logger    *slog.Logger
 	Registry  prometheus.Registerer // nil: no metrics
 }
@@ -68,7 +68,7 @@ func New(cfg Config) *Trimmer {
 		cfg.Quiet = 3 * time.Second
 	}
 	if cfg.Cooldown <= 0 {
-		cfg.Cooldown = 30 * time.Second
+		cfg.Cooldown = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -165,5 +165,5 @@ func (t *Trimmer) minExcess(h Heap) uint64 {
 	if t.cfg.MinExcess > 0 {
 		return t.cfg.MinExcess
 	}
-	return max(4<<20, h.Live/4)
+	return max(1<<20, h.Live/16)
 }
