@@ -37,19 +37,20 @@ func (c *Conn) Close(code int, reason string) {
 
 // closeWith is Close with the close frame given.
 func (c *Conn) closeWith(frame []byte) {
-	c.closeOnce.Do(func() {
-		_ = c.Write(frame)
-		c.closing.Store(true)
-		if c.flushed() {
-			c.end(false)
-			return
-		}
-		c.endTimer.Store(time.AfterFunc(c.srv.cfg.CloseGrace, func() { c.end(true) }))
-		c.lingering.Store(true)
-		if c.flushed() { // written meanwhile, before lingering was seen
-			c.end(false)
-		}
-	})
+	if !c.flags.take(flagClosed) {
+		return
+	}
+	_ = c.Write(frame)
+	c.flags.set(flagClosing)
+	if c.flushed() {
+		c.end(false)
+		return
+	}
+	c.endTimer.Store(time.AfterFunc(c.srv.cfg.CloseGrace, func() { c.end(true) }))
+	c.flags.set(flagLingering)
+	if c.flushed() { // written meanwhile, before lingering was seen
+		c.end(false)
+	}
 }
 
 // flushed reports whether the kernel took every byte handed to the event loop.
@@ -58,17 +59,18 @@ func (c *Conn) flushed() bool { return c.written.Load() >= c.handed.Load() }
 // end closes the socket once: gracefully when flushed, with a reset when
 // the close grace ran out (the rest of what was queued is dropped).
 func (c *Conn) end(reset bool) {
-	c.endOnce.Do(func() {
-		if t := c.endTimer.Load(); t != nil {
-			t.Stop()
+	if !c.flags.take(flagEnded) {
+		return
+	}
+	if t := c.endTimer.Load(); t != nil {
+		t.Stop()
+	}
+	if reset {
+		if nc := nbioConn(c.nc); nc != nil {
+			_ = nc.SetLinger(1, 0) // close sends RST and drops the send buffer
 		}
-		if reset {
-			if nc := nbioConn(c.nc); nc != nil {
-				_ = nc.SetLinger(1, 0) // close sends RST and drops the send buffer
-			}
-		}
-		_ = c.nc.Close()
-	})
+	}
+	_ = c.nc.Close()
 }
 
 // nbioConn finds the event loop's connection under the HTTP layer's wrapper.

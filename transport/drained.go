@@ -14,12 +14,12 @@ type DrainHandler interface {
 // comes from the event loop when the kernel takes the last pending bytes;
 // when nothing is pending as AwaitDrain returns, none may come, so a
 // caller checks Pending after asking.
-func (c *Conn) AwaitDrain() { c.drain.Store(true) }
+func (c *Conn) AwaitDrain() { c.flags.set(flagDrain) }
 
 // drained is the written-bytes callback's part for a connection that asked:
 // once nothing is pending, the Handler is told, once per AwaitDrain.
 func (s *Server) drained(c *Conn) {
-	if c.handed.Load() != c.written.Load() || !c.drain.CompareAndSwap(true, false) {
+	if c.handed.Load() != c.written.Load() || !c.flags.clear(flagDrain) {
 		return
 	}
 	if dh, ok := s.h.(DrainHandler); ok {

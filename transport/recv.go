@@ -282,7 +282,7 @@ func (c *Conn) peerClose(s *Server, nc *nbio.Conn, ws *websocket.Conn) {
 	if r.cpos == 0 {
 		code = closeNoStatus
 	}
-	c.closing.Store(true)
+	c.flags.set(flagClosing)
 	nc.Execute(func() {
 		if code != closeNormal {
 			ws.SetCloseError(&websocket.CloseError{Code: code})

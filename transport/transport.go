@@ -124,25 +124,18 @@ type Conn struct {
 	// Session belongs to the Handler; set it in OnOpen.
 	Session any
 
-	handed    atomic.Int64 // bytes given to the event loop
-	written   atomic.Int64 // bytes the kernel accepted
-	progress  atomic.Int64 // monotonic nanoseconds of the last kernel write
-	closeOnce sync.Once
-	endOnce   sync.Once // the socket is closed once, flushed or reset
-	endTimer  atomic.Pointer[time.Timer]
-	srv       *Server
-	rx        rxState // the frame check's, on the event loop only (recv.go)
-	req       *kept   // what is kept of the request; nil when nothing is; set before OnOpen, read-only after
+	handed   atomic.Int64 // bytes given to the event loop
+	written  atomic.Int64 // bytes the kernel accepted
+	progress atomic.Int64 // monotonic nanoseconds of the last kernel write
+	endTimer atomic.Pointer[time.Timer]
+	srv      *Server
+	rx       rxState // the frame check's, on the event loop only (recv.go)
+	req      *kept   // what is kept of the request; nil when nothing is; set before OnOpen, read-only after
 
-	// The flags, together so that they share one word (a connection's
-	// size is what an idle node holds per client).
-	closing   atomic.Bool // a close frame was sent or received: nothing more is owed to the peer
-	lingering atomic.Bool // Close waits for the close frame to be written, see close.go
-	gone      atomic.Bool // OnClose ran: what was not written left srv.pending
-	drain     atomic.Bool // AwaitDrain asked for one DrainHandler call (drained.go)
-	binary    bool        // Config.Binary's answer; set before OnOpen, read-only after
-	uni       bool        // upgraded at Config.UniPath, or a Uni stream; set before OnOpen, read-only after
-	stream    Stream      // the kind of HTTP stream, StreamNone for a WebSocket; set before OnOpen, read-only after
+	flags  connFlags // closing, lingering, gone, drain, closed, ended (flags.go)
+	binary bool      // Config.Binary's answer; set before OnOpen, read-only after
+	uni    bool      // upgraded at Config.UniPath, or a Uni stream; set before OnOpen, read-only after
+	stream Stream    // the kind of HTTP stream, StreamNone for a WebSocket; set before OnOpen, read-only after
 }
 
 var monoStart = time.Now()
@@ -251,14 +244,14 @@ func New(cfg Config, h Handler) (*Server, error) {
 	s.engine.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if c := connOf(nc); c != nil {
 			c.written.Add(int64(n))
-			if !c.gone.Load() {
+			if !c.flags.has(flagGone) {
 				s.pending.Add(-int64(n))
 			}
 			c.progress.Store(Mono())
-			if c.drain.Load() {
+			if c.flags.has(flagDrain) {
 				s.drained(c)
 			}
-			if c.lingering.Load() && c.flushed() {
+			if c.flags.has(flagLingering) && c.flushed() {
 				s.closer.push(c) // not here: nbio holds the connection's lock
 			}
 		}
@@ -440,7 +433,7 @@ func keptHeaders(h http.Header, keep []string) http.Header {
 func (c *Conn) Write(b []byte) error {
 	n := int64(len(b))
 	c.handed.Add(n)
-	counted := !c.gone.Load()
+	counted := !c.flags.has(flagGone)
 	if counted {
 		c.srv.pending.Add(n)
 	}
@@ -458,7 +451,7 @@ func (c *Conn) Write(b []byte) error {
 // has not accepted yet; 0 once the connection is closing, when nothing more
 // is owed to the peer (a peer that closed is not a slow consumer).
 func (c *Conn) Pending() int64 {
-	if c.closing.Load() {
+	if c.flags.has(flagClosing) {
 		return 0
 	}
 	p := c.handed.Load() - c.written.Load()
@@ -486,7 +479,7 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 // closed tells the Handler that c is gone; what was not written leaves
 // srv.pending.
 func (s *Server) closed(c *Conn, err error) {
-	if !c.gone.Swap(true) {
+	if c.flags.take(flagGone) {
 		s.pending.Add(c.written.Load() - c.handed.Load())
 	}
 	s.h.OnClose(c, err)
