@@ -2,26 +2,44 @@ package transport
 
 import "sync/atomic"
 
-// A Conn's flags, each set by whoever ends the state it names and read
-// from any goroutine. They share one word: a Conn is what an idle node
-// holds per client.
+// A Conn's state bits, in one word (Conn.flags): a Conn is what an idle
+// node holds per client. Every bit is read from any goroutine; who sets it:
 const (
-	flagClosing   uint32 = 1 << iota // a close frame was sent or received: nothing more is owed to the peer
-	flagLingering                    // Close waits for the close frame to be written, see close.go
-	flagGone                         // OnClose ran: what was not written left srv.pending
-	flagDrain                        // AwaitDrain asked for one DrainHandler call (drained.go)
-	flagClosed                       // closeWith ran: the close frame was written once
-	flagEnded                        // end ran: the socket was closed once, flushed or reset
+	// flagClosing: a close frame was sent or received, nothing more is owed
+	// to the peer (Pending is 0). Set by closeWith, and by peerClose on the
+	// event loop when the peer's close frame was read.
+	flagClosing uint32 = 1 << iota
+	// flagLingering: Close waits for the close frame to be written (close.go).
+	// Set by closeWith, after the close grace timer is stored.
+	flagLingering
+	// flagGone: OnClose ran, what was not written left srv.pending. Taken
+	// by Server.closed, on the event loop.
+	flagGone
+	// flagDrain: AwaitDrain asked for one DrainHandler call (drained.go).
+	// Set by AwaitDrain from any goroutine; cleared by the written-bytes
+	// callback on the event loop, which then makes the call.
+	flagDrain
+	// flagClosed: closeWith sent the close frame; taken by its first caller
+	// (Close from any goroutine, or the frame check's close on the
+	// connection's executor), later callers return at once.
+	flagClosed
+	// flagEnded: end closed the socket, flushed or reset; taken by its
+	// first caller (closeWith, the close grace timer, or the closer
+	// goroutine), later callers return at once.
+	flagEnded
 )
 
-// connFlags is a set of the flags above.
+// connFlags is a set of the bits above, changed atomically.
 type connFlags struct{ v atomic.Uint32 }
 
 func (f *connFlags) has(flag uint32) bool { return f.v.Load()&flag != 0 }
 func (f *connFlags) set(flag uint32)      { f.v.Or(flag) }
 
 // take sets flag and reports whether this call set it: of concurrent
-// callers, exactly one is first.
+// callers, exactly one is first. Unlike sync.Once, the others do not wait
+// for the first to finish what the flag guards, and none needs to: Close
+// promises the socket's close only for later, and the other callers of
+// closeWith and end do nothing after them.
 func (f *connFlags) take(flag uint32) bool { return f.v.Or(flag)&flag == 0 }
 
 // clear unsets flag and reports whether it was set.

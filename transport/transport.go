@@ -132,7 +132,7 @@ type Conn struct {
 	rx       rxState // the frame check's, on the event loop only (recv.go)
 	req      *kept   // what is kept of the request; nil when nothing is; set before OnOpen, read-only after
 
-	flags  connFlags // closing, lingering, gone, drain, closed, ended (flags.go)
+	flags  connFlags // closing, lingering, gone, drain, closed, ended; atomic, any goroutine (who sets which: flags.go)
 	binary bool      // Config.Binary's answer; set before OnOpen, read-only after
 	uni    bool      // upgraded at Config.UniPath, or a Uni stream; set before OnOpen, read-only after
 	stream Stream    // the kind of HTTP stream, StreamNone for a WebSocket; set before OnOpen, read-only after
