@@ -23,6 +23,7 @@ func (n *Node) HandlePublication(ch string, pub *broker.Publication, sp broker.S
 		d := n.hub.broadcast(ch, p, pub.Offset, false)
 		n.metrics.fanout.Observe(time.Since(start).Seconds())
 		n.metrics.delivered.Add(float64(d))
+		n.delivered.Add(uint64(d))
 	}
 	if err := p.failed(); err != nil {
 		n.log.Error("encode publication: not delivered to some subscribers", "channel", ch, "err", err)

@@ -20,6 +20,10 @@ func (n *Node) Load() signals.Gateway {
 	}
 }
 
+// Delivered is the number of publications queued for subscribers since the
+// node started.
+func (n *Node) Delivered() uint64 { return n.delivered.Load() }
+
 // histogram reads a Prometheus histogram as per-bucket counts.
 func histogram(h interface{ Write(*dto.Metric) error }) signals.Histogram {
 	var m dto.Metric

@@ -84,6 +84,7 @@ type Node struct {
 	admitted  atomic.Int64  // places reserved by Admit: sessions plus upgrades in progress
 	draining  atomic.Bool   // set once by Shutdown; read by Admit on every upgrade
 	slowTotal atomic.Uint64 // slow consumers disconnected, for Load
+	delivered atomic.Uint64 // publications queued for subscribers, for Delivered
 	fullLog   sometimes     // the "connection limit reached" line
 	allGone   chan struct{} // closed when the last session is gone after draining began
 	goneOnce  sync.Once

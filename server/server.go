@@ -127,7 +127,14 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		s.trim = trim.New(trim.Config{Quiet: cfg.HeapTrimAfter.D(), Logger: o.Logger, Registry: s.Registry})
 	}
 	if cfg.HeapGrowGC > 0 {
-		s.pace = gcpace.New(gcpace.Config{Percent: cfg.HeapGrowGC, Logger: o.Logger, Registry: s.Registry})
+		var delivered uint64 // the pacer's task's
+		busy := func() bool {
+			d := s.Node.Delivered()
+			was := delivered
+			delivered = d
+			return d != was
+		}
+		s.pace = gcpace.New(gcpace.Config{Percent: cfg.HeapGrowGC, Busy: busy, Logger: o.Logger, Registry: s.Registry})
 	}
 	var br broker.Broker
 	var pm broker.PresenceManager

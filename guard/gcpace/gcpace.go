@@ -6,7 +6,10 @@
 // GOGC percent of what is live. A lower GOGC while the heap grows makes that
 // last cycle, and so the holes an idle node keeps, a fraction of the size;
 // once the live heap holds still the process's own GOGC is back, and a
-// steady node under traffic pays nothing for it.
+// steady node under traffic pays nothing for it. Nor does a node delivering
+// to its established clients while new ones arrive: they would wait behind
+// the extra collections' mark phases, so while Config.Busy says so the
+// process's own GOGC stays.
 package gcpace
 
 import (
@@ -32,8 +35,11 @@ type Config struct {
 	// it has not for Settle (0: 5 s).
 	MinGrowth uint64
 	Settle    time.Duration
-	Logger    *slog.Logger
-	Registry  prometheus.Registerer // nil: no metrics
+	// Busy reports whether latency-sensitive work (deliveries) ran since
+	// its last call; Start's task calls it each Interval. nil: never busy.
+	Busy     func() bool
+	Logger   *slog.Logger
+	Registry prometheus.Registerer // nil: no metrics
 }
 
 // Pacer sets the GC percent from the live heap's growth. The GC percent is
@@ -96,7 +102,7 @@ func (p *Pacer) Start() {
 	p.tasks.Every("guard.gcpace", p.cfg.Interval, func(_ context.Context, now time.Time) {
 		metrics.Read(p.live)
 		if p.live[0].Value.Kind() == metrics.KindUint64 {
-			p.Observe(now, p.live[0].Value.Uint64())
+			p.Observe(now, p.live[0].Value.Uint64(), p.cfg.Busy != nil && p.cfg.Busy())
 		}
 	})
 }
@@ -112,14 +118,20 @@ func (p *Pacer) Stop() {
 
 // Observe takes the live heap's size at now and sets the GC percent: Percent
 // from a growth on, the process's own once the heap has held still for
-// Settle. It returns the percent in force. Start calls it every Interval;
-// tests drive it directly.
-func (p *Pacer) Observe(now time.Time, live uint64) int {
+// Settle, or at once when busy (a growth while busy does not count). It
+// returns the percent in force. Start calls it every Interval; tests drive
+// it directly.
+func (p *Pacer) Observe(now time.Time, live uint64, busy bool) int {
 	if !p.Enabled() {
 		return p.base
 	}
-	if !p.seen {
+	if !p.seen || busy {
 		p.seen, p.ref = true, live
+		if p.pacing {
+			p.pacing = false
+			p.apply(p.base)
+			p.log.Debug("deliveries are running: the GC percent is back", "live_bytes", live, "gc_percent", p.base)
+		}
 		return p.base
 	}
 	switch {

@@ -24,7 +24,8 @@ func fake(cfg Config, base int) (*Pacer, *[]int) {
 }
 
 // The percent drops at the first growth, stays while the heap keeps
-// growing, and comes back once the heap held still for Settle.
+// growing, and comes back once the heap held still for Settle, or at once
+// while deliveries run.
 func TestPacesWhileGrowing(t *testing.T) {
 	p, set := fake(Config{Percent: 25, Settle: 5 * time.Second}, 100)
 	t0 := time.Now()
@@ -32,25 +33,30 @@ func TestPacesWhileGrowing(t *testing.T) {
 	steps := []struct {
 		ms   int
 		live uint64
+		busy bool
 		want int
 	}{
-		{0, 20 * mib, 100},       // the first look: a size to grow from
-		{250, 20*mib + 100, 100}, // noise
-		{500, 22 * mib, 25},      // growth
-		{3000, 30 * mib, 25},     // more
-		{7000, 30 * mib, 25},     // still within Settle of the last growth
-		{8000, 30 * mib, 100},    // held still for 5 s
-		{9000, 24 * mib, 100},    // shrank: the next growth counts from here
-		{9250, 24*mib + 1, 100},  // not a growth
-		{9500, 25*mib + 1, 25},   // a growth from the lower size
-		{14500, 25*mib + 1, 100}, // settled again
+		{0, 20 * mib, false, 100},       // the first look: a size to grow from
+		{250, 20*mib + 100, false, 100}, // noise
+		{500, 22 * mib, false, 25},      // growth
+		{3000, 30 * mib, false, 25},     // more
+		{7000, 30 * mib, false, 25},     // still within Settle of the last growth
+		{8000, 30 * mib, false, 100},    // held still for 5 s
+		{9000, 24 * mib, false, 100},    // shrank: the next growth counts from here
+		{9250, 24*mib + 1, false, 100},  // not a growth
+		{9500, 25*mib + 1, false, 25},   // a growth from the lower size
+		{14500, 25*mib + 1, false, 100}, // settled again
+		{15000, 30 * mib, false, 25},    // a growth
+		{15250, 31 * mib, true, 100},    // deliveries: back at once
+		{15500, 31 * mib, false, 100},   // the growth while busy does not count
+		{15750, 33 * mib, false, 25},    // a growth after
 	}
 	for _, s := range steps {
-		if got := p.Observe(at(s.ms), s.live); got != s.want {
+		if got := p.Observe(at(s.ms), s.live, s.busy); got != s.want {
 			t.Fatalf("at %d ms with %d live bytes: percent %d, want %d", s.ms, s.live, got, s.want)
 		}
 	}
-	if want := []int{25, 100, 25, 100}; !slices.Equal(*set, want) {
+	if want := []int{25, 100, 25, 100, 25, 100, 25}; !slices.Equal(*set, want) {
 		t.Errorf("set %v, want %v", *set, want)
 	}
 }
@@ -59,8 +65,8 @@ func TestPacesWhileGrowing(t *testing.T) {
 func TestLeavesLowGOGCAlone(t *testing.T) {
 	for _, base := range []int{-1, 10, 25} {
 		p, set := fake(Config{Percent: 25}, base)
-		p.Observe(time.Now(), 10*mib)
-		if got := p.Observe(time.Now().Add(time.Second), 100*mib); got != base || len(*set) != 0 {
+		p.Observe(time.Now(), 10*mib, false)
+		if got := p.Observe(time.Now().Add(time.Second), 100*mib, false); got != base || len(*set) != 0 {
 			t.Errorf("base %d: percent %d, settings %v; want it left alone", base, got, *set)
 		}
 	}
