@@ -129,22 +129,24 @@ func CountSince(prev, cur Histogram) uint64 {
 // what cur counted since prev (an empty prev: since the start). An
 // unbounded last bucket reports the bound below it.
 func P99Since(prev, cur Histogram) time.Duration {
-	var total uint64
-	delta := make([]uint64, len(cur.Counts))
-	for i, n := range cur.Counts {
+	delta := func(i int) uint64 {
+		n := cur.Counts[i]
 		if i < len(prev.Counts) && prev.Counts[i] <= n {
 			n -= prev.Counts[i]
 		}
-		delta[i] = n
-		total += n
+		return n
+	}
+	var total uint64
+	for i := range cur.Counts {
+		total += delta(i)
 	}
 	if total == 0 {
 		return 0
 	}
 	want := uint64(math.Ceil(float64(total) * 0.99))
 	var seen uint64
-	for i, n := range delta {
-		seen += n
+	for i := range cur.Counts {
+		seen += delta(i)
 		if seen >= want {
 			hi := cur.Bounds[i]
 			if math.IsInf(hi, 1) && i > 0 {
