@@ -49,6 +49,7 @@ type Sampler struct {
 
 	samples  []metrics.Sample
 	sched    Histogram
+	spare    []uint64 // the counts array of the reading before sched, reused for the next
 	fanout   Histogram
 	slow     uint64
 	previous time.Time
@@ -73,9 +74,9 @@ func (s *Sampler) Read(now time.Time) Reading {
 	metrics.Read(s.samples)
 	r := Reading{At: now}
 	if v := s.samples[0].Value; v.Kind() == metrics.KindFloat64Histogram {
-		h := fromRuntime(v.Float64Histogram())
+		h := fromRuntime(v.Float64Histogram(), s.spare)
 		r.SchedP99 = P99Since(s.sched, h)
-		s.sched = h
+		s.sched, s.spare = h, s.sched.Counts
 	}
 	if v := s.samples[1].Value; v.Kind() == metrics.KindUint64 {
 		r.HeapBytes = v.Uint64()
@@ -104,9 +105,9 @@ func (s *Sampler) Read(now time.Time) Reading {
 }
 
 // fromRuntime converts runtime/metrics' histogram (len(Counts)+1 bucket
-// boundaries) to upper bounds with a copy of the counts.
-func fromRuntime(h *metrics.Float64Histogram) Histogram {
-	return Histogram{Bounds: h.Buckets[1:], Counts: append([]uint64(nil), h.Counts...)}
+// boundaries) to upper bounds with a copy of the counts, made in buf.
+func fromRuntime(h *metrics.Float64Histogram, buf []uint64) Histogram {
+	return Histogram{Bounds: h.Buckets[1:], Counts: append(buf[:0], h.Counts...)}
 }
 
 // CountSince is how many observations cur counted since prev (an empty
