@@ -15,6 +15,10 @@ type registry struct {
 	n     atomic.Int64
 }
 
+// batches holds each's scratch slices: the heartbeat loop walks every
+// session several times a second, and an idle node's heap should not grow by it.
+var batches = sync.Pool{New: func() any { return new([]*session) }}
+
 type idShard struct {
 	mu sync.RWMutex
 	m  map[string]*session
@@ -138,7 +142,13 @@ func (r *registry) numUsers() int {
 
 // each calls f for every session, holding no lock while f runs.
 func (r *registry) each(f func(*session)) {
-	var batch []*session
+	bp := batches.Get().(*[]*session)
+	batch := *bp
+	defer func() {
+		clear(batch[:cap(batch)]) // no session is kept alive by the pool
+		*bp = batch[:0]
+		batches.Put(bp)
+	}()
 	for i := range r.byID {
 		sh := &r.byID[i]
 		sh.mu.RLock()
