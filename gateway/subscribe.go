@@ -280,25 +280,35 @@ func (s *session) remove(ctx context.Context, ch string, only *subscription, not
 		s.mu.Unlock()
 		return false
 	}
-	if notice != nil {
-		s.enqueue(notice)
-	}
 	switch {
 	case sub == nil || sub.state == subCancelled || sub.state == subLeaving:
+		s.enqueueNotice(notice)
 		s.mu.Unlock()
 		return false
 	case sub.state == subPending:
 		// Its subscribe reply or push is still to come, so an unsubscribe
 		// push must follow it, whoever asked.
 		sub.state, sub.pushUnsub = subCancelled, true
+		s.enqueueNotice(notice)
 		s.mu.Unlock()
 		return true
 	}
+	// Not live before the notice is queued: the writer may send the notice
+	// at once, and a publication the client makes after reading it must not
+	// reach this subscription (deliver reads live without s.mu).
 	sub.state = subLeaving
 	sub.live.Store(false)
+	s.enqueueNotice(notice)
 	s.mu.Unlock()
 	s.end(ctx, sub)
 	return true
+}
+
+// enqueueNotice queues notice, if any.
+func (s *session) enqueueNotice(notice []byte) {
+	if notice != nil {
+		s.enqueue(notice)
+	}
 }
 
 // unsubscribePush is the frame telling a client the server ended its subscription to ch.
