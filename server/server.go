@@ -127,14 +127,8 @@ func New(cfg config.Config, o Options) (*Server, error) {
 		s.trim = trim.New(trim.Config{Quiet: cfg.HeapTrimAfter.D(), Logger: o.Logger, Registry: s.Registry})
 	}
 	if cfg.HeapGrowGC > 0 {
-		var delivered uint64 // the pacer's task's
-		busy := func() bool {
-			d := s.Node.Delivered()
-			was := delivered
-			delivered = d
-			return d != was
-		}
-		s.pace = gcpace.New(gcpace.Config{Percent: cfg.HeapGrowGC, Busy: busy, Logger: o.Logger, Registry: s.Registry})
+		s.pace = gcpace.New(gcpace.Config{Percent: cfg.HeapGrowGC, Delivered: func() uint64 { return s.Node.Delivered() },
+			Logger: o.Logger, Registry: s.Registry})
 	}
 	var br broker.Broker
 	var pm broker.PresenceManager

@@ -8,7 +8,7 @@
 // once the live heap holds still the process's own GOGC is back, and a
 // steady node under traffic pays nothing for it. Nor does a node delivering
 // to its established clients while new ones arrive: they would wait behind
-// the extra collections' mark phases, so while Config.Busy says so the
+// the extra collections' mark phases, so while Config.Delivered moves the
 // process's own GOGC stays.
 package gcpace
 
@@ -35,11 +35,12 @@ type Config struct {
 	// it has not for Settle (0: 5 s).
 	MinGrowth uint64
 	Settle    time.Duration
-	// Busy reports whether latency-sensitive work (deliveries) ran since
-	// its last call; Start's task calls it each Interval. nil: never busy.
-	Busy     func() bool
-	Logger   *slog.Logger
-	Registry prometheus.Registerer // nil: no metrics
+	// Delivered counts the latency-sensitive work done so far (the node's
+	// deliveries); while it moves between two looks, the process's own GOGC
+	// stays. nil: never busy.
+	Delivered func() uint64
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer // nil: no metrics
 }
 
 // Pacer sets the GC percent from the live heap's growth. The GC percent is
@@ -53,10 +54,11 @@ type Pacer struct {
 	set   func(int) int    // debug.SetGCPercent; tests replace it
 	live  []metrics.Sample // /gc/heap/live:bytes
 
-	seen   bool      // Observe has had a first look
-	ref    uint64    // the live heap's size at its last growth, or lower when it shrank since
-	grewAt time.Time // the last growth
-	pacing bool      // Percent is in force
+	seen      bool      // Observe has had a first look
+	delivered uint64    // Config.Delivered at the last look
+	ref       uint64    // the live heap's size at its last growth, or lower when it shrank since
+	grewAt    time.Time // the last growth
+	pacing    bool      // Percent is in force
 
 	mPercent prometheus.Gauge
 	mPaced   prometheus.Counter
@@ -102,7 +104,7 @@ func (p *Pacer) Start() {
 	p.tasks.Every("guard.gcpace", p.cfg.Interval, func(_ context.Context, now time.Time) {
 		metrics.Read(p.live)
 		if p.live[0].Value.Kind() == metrics.KindUint64 {
-			p.Observe(now, p.live[0].Value.Uint64(), p.cfg.Busy != nil && p.cfg.Busy())
+			p.Observe(now, p.live[0].Value.Uint64(), p.busy())
 		}
 	})
 }
@@ -155,6 +157,17 @@ func (p *Pacer) Observe(now time.Time, live uint64, busy bool) int {
 		return p.cfg.Percent
 	}
 	return p.base
+}
+
+// busy reports whether Config.Delivered moved since the last look.
+func (p *Pacer) busy() bool {
+	if p.cfg.Delivered == nil {
+		return false
+	}
+	d := p.cfg.Delivered()
+	moved := d != p.delivered
+	p.delivered = d
+	return moved
 }
 
 func (p *Pacer) apply(percent int) {

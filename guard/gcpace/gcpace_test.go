@@ -111,3 +111,22 @@ func TestPacesTheRealHeap(t *testing.T) {
 		t.Errorf("after Stop the percent is %d, want the process's 100", v)
 	}
 }
+
+// Busy means the delivery count moved since the last look.
+func TestBusyWhileDelivering(t *testing.T) {
+	var n uint64
+	p := New(Config{Percent: 25, Delivered: func() uint64 { return n }})
+	if p.busy() {
+		t.Fatal("busy with nothing delivered")
+	}
+	n = 5
+	if !p.busy() {
+		t.Fatal("not busy after 5 deliveries")
+	}
+	if p.busy() {
+		t.Fatal("busy with no delivery since the last look")
+	}
+	if (&Pacer{}).busy() {
+		t.Fatal("busy without a delivery count")
+	}
+}
