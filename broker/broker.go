@@ -13,11 +13,13 @@ import (
 )
 
 // ClientInfo describes a connection in publications, join/leave and presence.
+// ConnInfo and ChanInfo hold JSON (or "" for none) as strings: every idle
+// connection keeps one ClientInfo, and strings keep it in the 64-byte size class.
 type ClientInfo struct {
 	ClientID string
 	UserID   string
-	ConnInfo json.RawMessage
-	ChanInfo json.RawMessage
+	ConnInfo string
+	ChanInfo string
 }
 
 // Publication is one message in a channel stream.

@@ -218,7 +218,7 @@ func (s *session) subscribeProxy(id uint32, req *protocol.SubscribeRequest) outc
 		if err != nil {
 			return outcome{}, fmt.Errorf("proxy subscribe: %w", err)
 		}
-		return s.join(ctx, id, req, info, data, res.ExpireAt), nil
+		return s.join(ctx, id, req, string(info), data, res.ExpireAt), nil
 	})
 }
 

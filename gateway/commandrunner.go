@@ -103,10 +103,13 @@ func (s *session) queueCommands(cmds []*protocol.Command) bool {
 		return false
 	})
 	var over []*protocol.Command
-	if room := maxQueuedCommands - len(s.rq); len(cmds) > room {
+	if s.rq == nil {
+		s.rq = new([]*protocol.Command)
+	}
+	if room := maxQueuedCommands - len(*s.rq); len(cmds) > room {
 		cmds, over = cmds[:max(room, 0)], cmds[max(room, 0):]
 	}
-	s.rq = append(s.rq, cmds...)
+	*s.rq = append(*s.rq, cmds...)
 	start := !s.rrun
 	s.rrun = true
 	s.rmu.Unlock()
@@ -126,7 +129,10 @@ func (s *session) queueCommands(cmds []*protocol.Command) bool {
 func (s *session) runQueuedCommands() {
 	for {
 		s.rmu.Lock()
-		cmds := s.rq
+		var cmds []*protocol.Command
+		if s.rq != nil {
+			cmds = *s.rq
+		}
 		s.rq = nil
 		if len(cmds) == 0 {
 			s.rrun = false

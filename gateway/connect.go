@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -67,7 +66,7 @@ func (s *session) establish(ctx context.Context, id uint32, req *protocol.Connec
 	}
 	s.ci = &broker.ClientInfo{ClientID: s.id, UserID: claims.UserID}
 	if len(claims.Info) > 0 {
-		s.ci.ConnInfo = bytes.Clone(claims.Info)
+		s.ci.ConnInfo = string(claims.Info)
 	}
 	if x.meta != nil || x.serverRefresh {
 		be := s.backend()
@@ -96,7 +95,7 @@ func (s *session) establish(ctx context.Context, id uint32, req *protocol.Connec
 		if sr == nil {
 			sr = &protocol.SubscribeRequest{Channel: ch}
 		}
-		sub, result, err := s.prepareSubscribe(ctx, ch, sr, nil)
+		sub, result, err := s.prepareSubscribe(ctx, ch, sr, "")
 		if err != nil {
 			n.log.Warn("server-side subscribe from the token failed", "client", s.id, "channel", ch, "err", err)
 			continue

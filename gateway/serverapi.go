@@ -78,7 +78,7 @@ func (n *Node) Subscribe(ctx context.Context, user, client, ch string) (int, err
 		if !s.authed() {
 			continue
 		}
-		sub, res, err := s.prepareSubscribe(ctx, ch, &protocol.SubscribeRequest{Channel: ch}, nil)
+		sub, res, err := s.prepareSubscribe(ctx, ch, &protocol.SubscribeRequest{Channel: ch}, "")
 		switch {
 		case errors.Is(err, ErrAlreadySubscribed), errors.Is(err, errSessionGone), errors.Is(err, errStillLeaving):
 			continue

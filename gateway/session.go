@@ -40,7 +40,7 @@ import (
 //
 // An idle node holds one session per client, so the fields are ordered to
 // leave no padding: the small ones of different owners share words (each
-// is its own memory location), and the struct stays in the 256-byte size
+// is its own memory location), and the struct stays in the 240-byte size
 // class (TestSessionSize).
 type session struct {
 	node  *Node
@@ -64,7 +64,7 @@ type session struct {
 	be       atomic.Pointer[backendSession]
 
 	rmu sync.Mutex
-	rq  []*protocol.Command // commands waiting for the command runner, in order
+	rq  *[]*protocol.Command // commands waiting for the command runner, in order; nil: none (an idle session keeps no slice header)
 
 	mu   sync.Mutex
 	subs []*subscription // every channel joined or being joined, at most one per channel
@@ -115,7 +115,7 @@ func (s *session) info() *broker.ClientInfo {
 
 func (s *session) subInfo(sub *subscription) *broker.ClientInfo {
 	i := s.info()
-	if sub.chanInfo == nil {
+	if sub.chanInfo == "" {
 		return i
 	}
 	c := *i
@@ -154,7 +154,15 @@ func toProtoInfo(i *broker.ClientInfo) *protocol.ClientInfo {
 	if i == nil {
 		return nil
 	}
-	return &protocol.ClientInfo{Client: i.ClientID, User: i.UserID, ConnInfo: protocol.Raw(i.ConnInfo), ChanInfo: protocol.Raw(i.ChanInfo)}
+	return &protocol.ClientInfo{Client: i.ClientID, User: i.UserID, ConnInfo: rawOf(i.ConnInfo), ChanInfo: rawOf(i.ChanInfo)}
+}
+
+// rawOf is the JSON string s as protocol.Raw; "" is none.
+func rawOf(s string) protocol.Raw {
+	if s == "" {
+		return nil
+	}
+	return protocol.Raw(s)
 }
 
 func toProtoPub(p *broker.Publication) *protocol.Publication {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -62,7 +61,7 @@ type subscription struct {
 	state     subState    // guarded by session.mu
 	pushUnsub bool        // guarded by session.mu: when cancelled, tell the client with an unsubscribe push
 	live      atomic.Bool // mirrors state == subLive, read on the delivery path without s.mu
-	chanInfo  []byte      // from the subscription token
+	chanInfo  string      // JSON from the subscription token; "": none
 
 	// expiry is set by join when the subscription has an expire_at (from
 	// its token or the subscribe proxy's answer) and never replaced; nil:
@@ -122,7 +121,7 @@ var errStillLeaving = fmt.Errorf("previous subscription still ending: %w", ErrIn
 
 // prepareSubscribe is step 1 of joining ch; see the comment at the top of
 // this file. On error nothing of the subscription is left.
-func (s *session) prepareSubscribe(ctx context.Context, ch string, req *protocol.SubscribeRequest, chanInfo []byte) (*subscription, *protocol.SubscribeResult, error) {
+func (s *session) prepareSubscribe(ctx context.Context, ch string, req *protocol.SubscribeRequest, chanInfo string) (*subscription, *protocol.SubscribeResult, error) {
 	n := s.node
 	rules, err := n.rules.resolve(ch)
 	if err != nil {
@@ -417,7 +416,7 @@ func (s *session) handleSubscribe(ctx context.Context, id uint32, req *protocol.
 		return failed(err)
 	}
 	user := s.identity()
-	var chanInfo []byte
+	var chanInfo string
 	switch {
 	case req.Token != "":
 		if n.verifier == nil || !n.verifier.Enabled() {
@@ -436,7 +435,7 @@ func (s *session) handleSubscribe(ctx context.Context, id uint32, req *protocol.
 				"channel", ch, "token_channel", c.Channel, "user", user, "token_user", c.UserID)
 			return failed(ErrPermissionDenied)
 		}
-		chanInfo = bytes.Clone(c.Info)
+		chanInfo = string(c.Info)
 	case rules.ProxySubscribe && n.proxy.Enabled(proxy.Subscribe):
 		if !userAllowed(ch, user) {
 			return failed(ErrPermissionDenied)
@@ -454,7 +453,7 @@ func (s *session) handleSubscribe(ctx context.Context, id uint32, req *protocol.
 // prepare, then activate with the reply (carrying data, when the backend
 // gave some) as the first frame. A subscription with expireAt ends then
 // unless the sub_refresh proxy prolongs it (see expireSubs).
-func (s *session) join(ctx context.Context, id uint32, req *protocol.SubscribeRequest, chanInfo, data []byte, expireAt int64) outcome {
+func (s *session) join(ctx context.Context, id uint32, req *protocol.SubscribeRequest, chanInfo string, data []byte, expireAt int64) outcome {
 	n, ch, user := s.node, req.Channel, s.identity()
 	sub, res, err := s.prepareSubscribe(ctx, ch, req, chanInfo)
 	if err != nil {

@@ -30,14 +30,22 @@ func toInfo(i *broker.ClientInfo) *info {
 	if i == nil {
 		return nil
 	}
-	return &info{ClientID: i.ClientID, UserID: i.UserID, ConnInfo: i.ConnInfo, ChanInfo: i.ChanInfo}
+	return &info{ClientID: i.ClientID, UserID: i.UserID, ConnInfo: rawJSON(i.ConnInfo), ChanInfo: rawJSON(i.ChanInfo)}
 }
 
 func (w *info) clientInfo() *broker.ClientInfo {
 	if w == nil {
 		return nil
 	}
-	return &broker.ClientInfo{ClientID: w.ClientID, UserID: w.UserID, ConnInfo: w.ConnInfo, ChanInfo: w.ChanInfo}
+	return &broker.ClientInfo{ClientID: w.ClientID, UserID: w.UserID, ConnInfo: string(w.ConnInfo), ChanInfo: string(w.ChanInfo)}
+}
+
+// rawJSON is s as raw JSON; "" is none.
+func rawJSON(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
 }
 
 // EncodeBody is a publication without its offset: metadata JSON (which

@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // A body reads back as the publication written, data bytes as given
 // (newlines included), and a ClientInfo as itself.
 func TestRoundTrip(t *testing.T) {
-	info := &broker.ClientInfo{ClientID: "c", UserID: "u", ConnInfo: json.RawMessage(`{"a":1}`), ChanInfo: json.RawMessage(`[2]`)}
+	info := &broker.ClientInfo{ClientID: "c", UserID: "u", ConnInfo: `{"a":1}`, ChanInfo: `[2]`}
 	data := json.RawMessage("{\n \"x\": \"a\\nb\"\n}")
 	body, err := EncodeBody(data, broker.PublishOptions{Info: info, Tags: map[string]string{"k": "v"}}, 1234)
 	if err != nil {
