@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"net/http"
 	"path"
 	"runtime"
@@ -130,7 +129,6 @@ func (n *Node) CheckOrigin(r *http.Request) bool {
 // authenticated.
 func (n *Node) OnOpen(c *transport.Conn) {
 	s := &session{node: n, conn: c, id: newClientID()}
-	s.shard = uint32(maphash.String(n.sessions.seed, s.id))
 	s.since = transport.Mono()
 	c.Session = s
 	n.sessions.add(s)

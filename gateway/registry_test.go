@@ -76,3 +76,46 @@ func TestRegistryEachWithoutGarbage(t *testing.T) {
 		t.Errorf("%v allocations per walk, want none", a)
 	}
 }
+
+// The registry files sessions by hashes: a new session whose id hashes like
+// another's takes a new id, and a user's list skips the sessions of a user
+// whose hash is the same.
+func TestRegistryHashCollisions(t *testing.T) {
+	r := newRegistry()
+	first := &session{id: "first"}
+	h := r.hash("same")
+	r.idShard(h).m[h] = first // as if "first" hashed like "same"
+	s := &session{id: "same"}
+	r.add(s)
+	if s.id == "same" {
+		t.Fatal("the colliding session kept its id")
+	}
+	if got := r.find("", s.id); len(got) != 1 || got[0] != s {
+		t.Fatalf("found %v by the new id, want the session", got)
+	}
+	if got := r.find("", "same"); len(got) != 0 {
+		t.Fatalf("found %v by a hash shared with another id", got)
+	}
+
+	u := &session{id: "u1", ci: &broker.ClientInfo{ClientID: "u1", UserID: "u"}}
+	u.flags.Or(flagAuthed)
+	r.add(u)
+	r.addUser(u)
+	w := &session{id: "w1", ci: &broker.ClientInfo{ClientID: "w1", UserID: "w"}}
+	w.flags.Or(flagAuthed)
+	uh := r.hash("u")
+	w.userNext = r.userShard(uh).m[uh] // as if "w" hashed like "u"
+	r.userShard(uh).m[uh] = w
+	if got := r.find("u", ""); len(got) != 1 || got[0] != u {
+		t.Fatalf("sessions of u: %v, want only u1", got)
+	}
+	if got := r.find("w", ""); len(got) != 0 {
+		t.Fatalf("sessions of w under its own hash: %v, want none", got)
+	}
+	if removed, _ := r.remove(u); !removed {
+		t.Fatal("u1 not removed")
+	}
+	if got := r.userShard(uh).m[uh]; got != w || w.userNext != nil {
+		t.Fatal("removing u1 broke the chain it shares with w1")
+	}
+}
