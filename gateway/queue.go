@@ -97,16 +97,16 @@ func (s *session) dropQueue() {
 
 // flush writes what the session has queued in one write, then closes the
 // connection if a disconnect was asked for. Only the session's writer shard
-// calls it; buf is that shard's scratch buffer, returned for reuse. A
-// session that conflates keeps its queue while its socket is backed up
-// (park, conflate.go) and is flushed again when the socket drains.
-func (s *session) flush(buf []byte) []byte {
+// calls it, with that shard's scratch. A session that conflates keeps its
+// queue while its socket is backed up (park, conflate.go) and is flushed
+// again when the socket drains.
+func (s *session) flush(sc *flushScratch) {
 	s.qmu.Lock()
 	replaced := 0
 	if s.cq != nil {
 		if s.closing == nil && s.park() {
 			s.qmu.Unlock()
-			return buf
+			return
 		}
 		replaced = s.cq.taken()
 	}
@@ -114,7 +114,13 @@ func (s *session) flush(buf []byte) []byte {
 	n := s.qbytes
 	closing := s.closing
 	if cap(frames) <= 8 {
-		s.q = frames[len(frames):] // keep the small backing array, empty
+		// The session keeps its small backing array, emptied, for the next
+		// frames (an idle session's ping would allocate one each time); the
+		// writer works from its own copy of the frames.
+		sc.frames = append(sc.frames[:0], frames...)
+		clear(frames)
+		s.q = frames[:0]
+		frames = sc.frames
 	} else {
 		s.q = nil
 	}
@@ -128,26 +134,25 @@ func (s *session) flush(buf []byte) []byte {
 		if len(frames) == 1 {
 			out = frames[0]
 		} else {
-			buf = buf[:0]
+			sc.buf = sc.buf[:0]
 			for _, f := range frames {
-				buf = append(buf, f...)
+				sc.buf = append(sc.buf, f...)
 			}
-			out = buf
+			out = sc.buf
 		}
-		clear(frames)
 		if err := s.conn.Write(out); err != nil {
 			closing = &DisconnectWriteError
 		}
 		s.node.metrics.bytesOut.Add(float64(n))
 		s.node.metrics.framesOut.Add(float64(len(frames) - replaced))
 	}
+	clear(frames)
 	if closing != nil {
 		s.finish(*closing)
 	}
-	if cap(buf) > 256<<10 {
-		buf = nil // do not keep a burst-sized buffer forever
+	if cap(sc.buf) > 256<<10 {
+		sc.buf = nil // do not keep a burst-sized buffer forever
 	}
-	return buf
 }
 
 // finish closes the socket with d; the transport's OnClose then calls cleanup.

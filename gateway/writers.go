@@ -50,10 +50,18 @@ func (w *writers) schedule(s *session) {
 	}
 }
 
+// flushScratch is what a writer shard's goroutine reuses from one flush to
+// the next: the buffer that joins a session's frames into one write, and
+// the copy of the frames taken from its queue.
+type flushScratch struct {
+	buf    []byte
+	frames [][]byte
+}
+
 // run drains one shard's ready sessions whenever woken, until ctx ends.
 // What is still queued then is never written: the node is closing.
 func (sh *writerShard) run(ctx context.Context) {
-	var buf []byte
+	var sc flushScratch
 	var batch []*session
 	for {
 		select {
@@ -69,7 +77,7 @@ func (sh *writerShard) run(ctx context.Context) {
 				break
 			}
 			for i, s := range batch {
-				buf = s.flush(buf)
+				s.flush(&sc)
 				batch[i] = nil
 			}
 		}
