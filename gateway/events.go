@@ -22,6 +22,7 @@ func (n *Node) HandlePublication(ch string, pub *broker.Publication, sp broker.S
 		start := time.Now()
 		d := n.hub.broadcast(ch, p, pub.Offset, false)
 		n.metrics.fanout.Observe(time.Since(start).Seconds())
+		n.fanouts.Add(1)
 		n.metrics.delivered.Add(float64(d))
 		n.delivered.Add(uint64(d))
 	}

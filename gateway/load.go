@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math"
+	"sync"
 
 	dto "github.com/prometheus/client_model/go"
 
@@ -16,8 +17,29 @@ func (n *Node) Load() signals.Gateway {
 	return signals.Gateway{
 		QueuedBytes:     n.writers.queued(),
 		SlowDisconnects: n.slowTotal.Load(),
-		Fanout:          histogram(n.metrics.fanout),
+		Fanout:          n.fanoutAt.read(n),
 	}
+}
+
+// fanoutReading keeps the fan-out histogram as last read: the guards read it
+// several times a second, and reading a Prometheus histogram allocates, so an
+// idle node reads it again only after new observations.
+type fanoutReading struct {
+	mu   sync.Mutex // guards seen and h
+	seen uint64     // n.fanouts when h was read
+	h    signals.Histogram
+}
+
+// read returns the histogram, read again if anything was observed since.
+// The slices returned are never written after.
+func (r *fanoutReading) read(n *Node) signals.Histogram {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := n.fanouts.Load(); c != r.seen || r.h.Counts == nil {
+		r.seen = c // before reading: a later observation makes the next read look again
+		r.h = histogram(n.metrics.fanout)
+	}
+	return r.h
 }
 
 // Delivered is the number of publications queued for subscribers since the

@@ -85,6 +85,8 @@ type Node struct {
 	draining  atomic.Bool   // set once by Shutdown; read by Admit on every upgrade
 	slowTotal atomic.Uint64 // slow consumers disconnected, for Load
 	delivered atomic.Uint64 // publications queued for subscribers, for Delivered
+	fanouts   atomic.Uint64 // observations of the fan-out histogram, for Load
+	fanoutAt  fanoutReading // the histogram as Load last read it
 	fullLog   sometimes     // the "connection limit reached" line
 	allGone   chan struct{} // closed when the last session is gone after draining began
 	goneOnce  sync.Once
