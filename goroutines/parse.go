@@ -135,6 +135,8 @@ type Parser struct {
 	noNL     bool       // the last line read had no line ending
 	locDone  bool       // the last line handled was a complete location line
 	running  bool       // inside the "running tests:" list
+	lineAt   int64      // input offset of the last line read
+	tbAt     int64      // input offset of the first goroutine header, -1 before it
 }
 
 // NewParser returns a parser reading from r. Gzip input must be unwrapped
@@ -146,6 +148,7 @@ func NewParser(r io.Reader) *Parser {
 		cur:    &Goroutine{Count: 1},
 		out:    &Goroutine{Count: 1},
 		intern: make(map[string]string, 1024),
+		tbAt:   -1,
 	}
 }
 
@@ -220,6 +223,7 @@ func (p *Parser) readLine() ([]byte, error) {
 		return nil, err
 	}
 	p.d.Lines++
+	p.lineAt = p.d.Bytes
 	p.d.Bytes += int64(len(line))
 	line = bytes.TrimRight(line, "\r\n")
 	return line, err
@@ -228,16 +232,19 @@ func (p *Parser) readLine() ([]byte, error) {
 // truncation runs at the end of the input, before the last goroutine is
 // finished: a goroutine without its closing location line (or whose last
 // line, without a line ending, is not a whole location line), or a dump of
-// exactly the runtime's debug=2 size limit, was cut.
+// exactly the runtime's debug=2 size limit, was cut. The size counts from the
+// first goroutine header, so a dump saved after lines of log is still seen
+// at the limit, wherever the runtime's cut fell.
 func (p *Parser) truncation() {
 	if p.d.Truncated != "" {
 		return
 	}
 	midStack := p.sec == secGoroutine && (p.pendFn || (p.noNL && !p.locDone) || (p.creator && p.cur.CreatedBy.File == "") || len(p.cur.Frames) == 0)
-	atLimit := p.d.Format == FormatTraceback && p.d.Bytes > DebugLimit-(64<<10) && p.d.Bytes <= DebugLimit
+	size := p.d.Bytes - max(p.tbAt, 0)
+	atLimit := p.d.Format == FormatTraceback && size > DebugLimit-(64<<10) && size <= DebugLimit
 	switch {
 	case atLimit:
-		p.d.Truncated = fmt.Sprintf("dump is %d bytes, the runtime's 64 MiB debug=2 limit: goroutines after the cut are missing", p.d.Bytes)
+		p.d.Truncated = fmt.Sprintf("dump is %d bytes, the runtime's 64 MiB debug=2 limit: goroutines after the cut are missing", size)
 	case midStack:
 		p.d.Truncated = fmt.Sprintf("the last goroutine (line %d) is cut mid-stack", p.cur.Line)
 	}
@@ -469,6 +476,9 @@ func (p *Parser) header(b []byte) bool {
 	p.sec = secGoroutine
 	if p.d.Format == FormatUnknown {
 		p.d.Format = FormatTraceback
+	}
+	if p.tbAt < 0 {
+		p.tbAt = p.lineAt
 	}
 	inner := rest[open+1 : len(rest)-2]
 	if j := bytes.Index(inner, []byte(" labels:{")); j >= 0 {
