@@ -159,7 +159,7 @@ var settings = []Setting{
 	{Key: "capture_cooldown", Usage: "least time between two captures the watchdog rules trigger"},
 	{Key: "capture_webhook", Usage: "URL POSTed each capture's JSON (empty: none)"},
 	{Key: "memory_limit", Usage: "bytes the Go heap is kept under, as GOMEMLIMIT (0: GOMEMLIMIT, else 90% of the container's memory limit)"},
-	{Key: "heap_trim_after", Usage: "how long allocation must stay low before the heap's free memory is given back to the OS (0: never)"},
+	{Key: "heap_trim_after", Usage: "how long allocation must stay low and no publication be delivered before the heap's free memory is given back to the OS (0: never)"},
 	{Key: "heap_grow_gc_percent", Usage: "GC percent (GOGC) while the live heap grows, as during a connect burst, so an idle node keeps fewer holes in its heap (0: the process's own GOGC throughout)"},
 	{Key: "proxy_connect_endpoint", Usage: "backend URL asked when a client connects without a token (empty: not proxied)"},
 	{Key: "proxy_connect_timeout", Usage: "how long one connect proxy call may take"},

@@ -124,7 +124,8 @@ func New(cfg config.Config, o Options) (*Server, error) {
 	s.admAPI = admission.New(admission.Config{Kind: "api", SchedSoft: 50 * time.Millisecond, SchedHard: 500 * time.Millisecond,
 		Logger: o.Logger, Registry: s.Registry, Gateway: s.Load})
 	if cfg.HeapTrimAfter > 0 {
-		s.trim = trim.New(trim.Config{Quiet: cfg.HeapTrimAfter.D(), Logger: o.Logger, Registry: s.Registry})
+		s.trim = trim.New(trim.Config{Quiet: cfg.HeapTrimAfter.D(), Delivered: func() uint64 { return s.Node.Delivered() },
+			Logger: o.Logger, Registry: s.Registry})
 	}
 	if cfg.HeapGrowGC > 0 {
 		s.pace = gcpace.New(gcpace.Config{Percent: cfg.HeapGrowGC, Delivered: func() uint64 { return s.Node.Delivered() },

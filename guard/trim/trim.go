@@ -32,6 +32,10 @@ type Config struct {
 	// sixteenth of the live heap, and at least 1 MiB.
 	MinExcess uint64
 	Cooldown  time.Duration // the least time between two trims; 0: 10 s
+	// Delivered counts the latency-sensitive work done so far (the node's
+	// deliveries); while it moves, the process is not quiet, however little
+	// it allocates: a trim's collection would stall that work. nil: never.
+	Delivered func() uint64
 	Logger    *slog.Logger
 	Registry  prometheus.Registerer // nil: no metrics
 }
@@ -42,6 +46,8 @@ type Heap struct {
 	Allocs   uint64 // bytes allocated since the process started
 	Live     uint64 // bytes marked live by the last collection
 	Retained uint64 // heap bytes the process holds and has not released: objects, unused span space, free pages
+	// Delivered is Config.Delivered at the look (0 without one).
+	Delivered uint64
 }
 
 // Trimmer watches the heap and trims it when it is worth it. Its state is
@@ -114,11 +120,15 @@ func (t *Trimmer) Read(now time.Time) Heap {
 		}
 		return t.samples[i].Value.Uint64()
 	}
-	return Heap{At: now, Allocs: v(0), Live: v(1), Retained: v(2) + v(3) + v(4)}
+	h := Heap{At: now, Allocs: v(0), Live: v(1), Retained: v(2) + v(3) + v(4)}
+	if t.cfg.Delivered != nil {
+		h.Delivered = t.cfg.Delivered()
+	}
+	return h
 }
 
 // Observe takes one look at the heap and trims it when the process has
-// been quiet for Quiet, holds MinExcess more than is live, and did not
+// been quiet (allocating under QuietRate, delivering nothing) for Quiet, holds MinExcess more than is live, and did not
 // trim within Cooldown. It reports whether it trimmed. Start calls it
 // every Interval; tests drive it directly.
 func (t *Trimmer) Observe(h Heap) bool {
@@ -129,7 +139,7 @@ func (t *Trimmer) Observe(h Heap) bool {
 		return false
 	}
 	rate := float64(h.Allocs-prev.Allocs) / h.At.Sub(prev.At).Seconds()
-	if rate > t.quietRate(h) {
+	if rate > t.quietRate(h) || h.Delivered != prev.Delivered {
 		t.busyAt = h.At
 		return false
 	}
