@@ -31,14 +31,19 @@ func (n *Node) HandlePublication(ch string, pub *broker.Publication, sp broker.S
 	}
 }
 
-// HandleJoin implements broker.EventHandler.
+// HandleJoin implements broker.EventHandler. A join nobody here asked to
+// hear costs a look at the hub, no push.
 func (n *Node) HandleJoin(ch string, info *broker.ClientInfo) {
-	n.broadcastPresence(ch, &protocol.Push{Channel: ch, Join: &protocol.Join{Info: toProtoInfo(info)}})
+	if n.hub.wantsJoinLeave(ch) {
+		n.broadcastPresence(ch, &protocol.Push{Channel: ch, Join: &protocol.Join{Info: toProtoInfo(info)}})
+	}
 }
 
-// HandleLeave implements broker.EventHandler.
+// HandleLeave implements broker.EventHandler, as HandleJoin does.
 func (n *Node) HandleLeave(ch string, info *broker.ClientInfo) {
-	n.broadcastPresence(ch, &protocol.Push{Channel: ch, Leave: &protocol.Leave{Info: toProtoInfo(info)}})
+	if n.hub.wantsJoinLeave(ch) {
+		n.broadcastPresence(ch, &protocol.Push{Channel: ch, Leave: &protocol.Leave{Info: toProtoInfo(info)}})
+	}
 }
 
 // broadcastPresence sends a join or leave push to the subscriptions that asked for them.

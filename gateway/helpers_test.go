@@ -165,6 +165,8 @@ type tclient struct {
 	waiting    map[uint32]pendingCmd
 	view       map[string]bool // channel → subscribed, as the client was told
 	pubs       map[string]int  // publications received per channel
+	joins      map[string]int  // join pushes received per channel
+	leaves     map[string]int  // leave pushes received per channel
 	violations []string
 	err        error
 
@@ -182,7 +184,7 @@ func dialClient(t *testing.T, url string) *tclient {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	c := &tclient{t: t, ws: ws, waiting: map[uint32]pendingCmd{}, view: map[string]bool{}, pubs: map[string]int{}, done: make(chan struct{})}
+	c := &tclient{t: t, ws: ws, waiting: map[uint32]pendingCmd{}, view: map[string]bool{}, pubs: map[string]int{}, joins: map[string]int{}, leaves: map[string]int{}, done: make(chan struct{})}
 	go c.read()
 	t.Cleanup(func() { c.close() })
 	return c
@@ -232,6 +234,8 @@ func (c *tclient) handle(line []byte) {
 			Pub         json.RawMessage `json:"pub"`
 			Subscribe   json.RawMessage `json:"subscribe"`
 			Unsubscribe json.RawMessage `json:"unsubscribe"`
+			Join        json.RawMessage `json:"join"`
+			Leave       json.RawMessage `json:"leave"`
 		}
 		_ = json.Unmarshal(raw, &p)
 		switch {
@@ -244,6 +248,10 @@ func (c *tclient) handle(line []byte) {
 				c.violations = append(c.violations, "publication in "+p.Channel+" while not subscribed")
 			}
 			c.pubs[p.Channel]++
+		case p.Join != nil:
+			c.joins[p.Channel]++
+		case p.Leave != nil:
+			c.leaves[p.Channel]++
 		}
 		return
 	}
@@ -367,4 +375,11 @@ func (c *tclient) closeCode() int {
 		return ce.Code
 	}
 	return -1
+}
+
+// presenceEvents is how many join and leave pushes of ch the client has read.
+func (c *tclient) presenceEvents(ch string) (joins, leaves int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.joins[ch], c.leaves[ch]
 }

@@ -20,6 +20,11 @@ type hub struct {
 type hubShard struct {
 	mu       sync.RWMutex
 	channels map[string]map[*session]*subscription
+	// joinLeave holds, of each channel's subscriptions, those that asked
+	// for join/leave pushes, so that a join walks only them: most ask for
+	// none, and a walk of the whole channel per join made filling a
+	// channel of N subscribers cost N² steps.
+	joinLeave map[string]map[*session]*subscription
 	// last is the stream position of the latest publication delivered
 	// for a channel, kept while the channel has local subscribers.
 	last map[string]broker.StreamPosition
@@ -29,6 +34,7 @@ func newHub() *hub {
 	h := &hub{seed: maphash.MakeSeed()}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]map[*session]*subscription)
+		h.shards[i].joinLeave = make(map[string]map[*session]*subscription)
 		h.shards[i].last = make(map[string]broker.StreamPosition)
 	}
 	return h
@@ -55,6 +61,14 @@ func (h *hub) add(s *session, sub *subscription) (first bool, err error) {
 	}
 	m[s] = sub
 	h.subs.Add(1)
+	if sub.joinLeave {
+		jl := sh.joinLeave[sub.channel]
+		if jl == nil {
+			jl = make(map[*session]*subscription)
+			sh.joinLeave[sub.channel] = jl
+		}
+		jl[s] = sub
+	}
 	return !ok, nil
 }
 
@@ -70,6 +84,12 @@ func (h *hub) remove(s *session, sub *subscription) (last bool) {
 	}
 	delete(m, s)
 	h.subs.Add(-1)
+	if jl := sh.joinLeave[sub.channel]; jl[s] == sub {
+		delete(jl, s)
+		if len(jl) == 0 {
+			delete(sh.joinLeave, sub.channel)
+		}
+	}
 	if len(m) == 0 {
 		delete(sh.channels, sub.channel)
 		delete(sh.last, sub.channel)
@@ -103,10 +123,11 @@ func (h *hub) broadcast(ch string, p *sharedPush, offset uint64, joinLeave bool)
 	sh := h.shard(ch)
 	sh.mu.RLock()
 	n := 0
-	for s, sub := range sh.channels[ch] {
-		if joinLeave && !sub.joinLeave {
-			continue
-		}
+	subs := sh.channels[ch]
+	if joinLeave {
+		subs = sh.joinLeave[ch]
+	}
+	for s, sub := range subs {
 		frame := p.frame(s.enc())
 		if frame == nil {
 			continue
@@ -148,3 +169,12 @@ func (h *hub) numChannels() int {
 }
 
 func (h *hub) numSubs() int { return int(h.subs.Load()) }
+
+// wantsJoinLeave reports whether a local subscription of ch asked for
+// join/leave pushes.
+func (h *hub) wantsJoinLeave(ch string) bool {
+	sh := h.shard(ch)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return len(sh.joinLeave[ch]) > 0
+}

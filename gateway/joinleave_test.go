@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spindlehq/spindle/auth"
+	"github.com/spindlehq/spindle/broker"
+	"github.com/spindlehq/spindle/broker/memory"
+	"github.com/spindlehq/spindle/transport"
+)
+
+// Join and leave pushes reach the subscriptions that asked for them and no
+// other, also after the one that asked has gone.
+func TestJoinLeaveOnlyToThoseWhoAsked(t *testing.T) {
+	tn := startTestNode(t, nil)
+	asks := dialClient(t, tn.url)
+	asks.connect(connectToken(t, "1"))
+	if r := asks.cmd("subscribe", map[string]any{"channel": "room", "join_leave": true}); r == nil || r["error"] != nil {
+		t.Fatalf("subscribe asking for join/leave: %v", r)
+	}
+	quiet := dialClient(t, tn.url)
+	quiet.connect(connectToken(t, "2"))
+	if r := quiet.cmd("subscribe", map[string]any{"channel": "room"}); r == nil || r["error"] != nil {
+		t.Fatalf("subscribe: %v", r)
+	}
+	waitFor(t, "the join of the second subscriber", func() bool { j, _ := asks.presenceEvents("room"); return j >= 1 })
+
+	third := dialClient(t, tn.url)
+	third.connect(connectToken(t, "3"))
+	if r := third.cmd("subscribe", map[string]any{"channel": "room"}); r == nil || r["error"] != nil {
+		t.Fatalf("subscribe: %v", r)
+	}
+	waitFor(t, "the join of the third subscriber", func() bool { j, _ := asks.presenceEvents("room"); return j >= 2 })
+	third.close()
+	waitFor(t, "the leave of the third subscriber", func() bool { _, l := asks.presenceEvents("room"); return l >= 1 })
+	quiet.sync()
+	if j, l := quiet.presenceEvents("room"); j != 0 || l != 0 {
+		t.Fatalf("a subscription that did not ask got %d joins and %d leaves", j, l)
+	}
+
+	// Once the one that asked has unsubscribed, a join goes to nobody; the
+	// channel's publications still reach the rest.
+	asks.sync()
+	before, _ := asks.presenceEvents("room")
+	if r := asks.cmd("unsubscribe", map[string]any{"channel": "room"}); r == nil || r["error"] != nil {
+		t.Fatalf("unsubscribe: %v", r)
+	}
+	if tn.hub.wantsJoinLeave("room") {
+		t.Fatal("the hub still lists a join/leave subscription of room")
+	}
+	fourth := dialClient(t, tn.url)
+	fourth.connect(connectToken(t, "4"))
+	if r := fourth.cmd("subscribe", map[string]any{"channel": "room"}); r == nil || r["error"] != nil {
+		t.Fatalf("subscribe: %v", r)
+	}
+	publishJSON(t, tn, "room", `"after"`)
+	waitFor(t, "the publication", func() bool { _, pubs, _ := quiet.state("room"); return pubs == 1 })
+	asks.sync()
+	quiet.sync()
+	if j, _ := asks.presenceEvents("room"); j != before {
+		t.Errorf("unsubscribed client has %d joins, want the %d from before", j, before)
+	}
+	if j, l := quiet.presenceEvents("room"); j != 0 || l != 0 {
+		t.Errorf("a subscription that did not ask got %d joins and %d leaves", j, l)
+	}
+}
+
+// BenchmarkJoinNobodyAsked is one join in a channel of 10,000 subscribers
+// of which none asked for join/leave pushes: what every subscribe costs
+// the others while such a channel fills.
+func BenchmarkJoinNobodyAsked(b *testing.B) {
+	const subscribers = 10000
+	v, err := auth.NewVerifier(auth.Config{HMACSecret: testSecret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mem := memory.New()
+	n, err := New(testConfig(), Options{Broker: mem, Presence: mem, Verifier: v, Logger: testLogger(), Registry: prometheus.NewRegistry(), Version: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = n.Close() })
+	for i := range subscribers {
+		s := &session{node: n, conn: &transport.Conn{}, id: fmt.Sprint("bench-", i), shard: uint32(i)}
+		sub := &subscription{channel: "big"}
+		sub.state = subLive
+		sub.live.Store(true)
+		if _, err := n.hub.add(s, sub); err != nil {
+			b.Fatal(err)
+		}
+	}
+	info := &broker.ClientInfo{ClientID: "joiner", UserID: "u"}
+	b.ReportAllocs()
+	for b.Loop() {
+		n.HandleJoin("big", info)
+	}
+}
