@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/centrifugal/protocol"
 
@@ -25,31 +26,54 @@ import (
 // with commands beyond that wait their turn in the runner's ready list.
 const commandWorkers = 256
 
+// commandLinger is how long a runner goroutine with nothing left to run
+// waits for the next session before it ends. Through a burst of connects
+// the same goroutines then serve one session after another with the stacks
+// the token's parse already grew, where a new goroutine for each grew its
+// stack from the smallest again (a connect storm spent a tenth of the
+// server's CPU copying those stacks).
+const commandLinger = 250 * time.Millisecond
+
 // maxQueuedCommands bounds one session's queue; commands past it are
 // answered 111 "too many requests".
 const maxQueuedCommands = 2 * maxFrameCommands
 
-// commandRunner runs sessions' queued commands. A goroutine exists only
-// while some session has commands: idle sessions cost none.
+// commandRunner runs sessions' queued commands. Its goroutines exist only
+// while some session has commands, and for commandLinger after: an idle
+// node has none.
 type commandRunner struct {
-	tasks   *task.Group // the node's: its commands' goroutines
-	mu      sync.Mutex  // guards ready and running
-	ready   []*session  // sessions with commands, waiting for a goroutine
-	running int
+	tasks   *task.Group   // the node's: its commands' goroutines
+	wake    chan struct{} // a session was made ready while a goroutine was idle
+	mu      sync.Mutex    // guards ready, running and idle
+	ready   []*session    // sessions with commands, waiting for a goroutine
+	running int           // the runner's goroutines, busy or idle
+	idle    int           // of them, those waiting for a session
 }
 
-// schedule runs s's queued commands on a goroutine of the runner, now or
-// when one is free. The caller set s.rrun.
+func newCommandRunner(tasks *task.Group) *commandRunner {
+	return &commandRunner{tasks: tasks, wake: make(chan struct{}, commandWorkers)}
+}
+
+// schedule runs s's queued commands on a goroutine of the runner: an idle
+// one, a new one, or the first free when commandWorkers are busy. The
+// caller set s.rrun.
 func (r *commandRunner) schedule(s *session) {
 	r.mu.Lock()
-	if r.running >= commandWorkers {
+	if r.idle > 0 || r.running >= commandWorkers {
 		r.ready = append(r.ready, s)
+		wake := r.idle > 0
 		r.mu.Unlock()
+		if wake {
+			select {
+			case r.wake <- struct{}{}:
+			default: // as many wake-ups are pending as goroutines can take
+			}
+		}
 		return
 	}
 	r.running++
 	r.mu.Unlock()
-	if !r.tasks.Go("gateway.command", func(context.Context) { r.work(s) }) {
+	if !r.tasks.Go("gateway.command", func(ctx context.Context) { r.work(ctx, s) }) {
 		r.mu.Lock()
 		r.running--
 		r.mu.Unlock()
@@ -57,20 +81,47 @@ func (r *commandRunner) schedule(s *session) {
 	}
 }
 
-// work runs s's commands, then those of the sessions waiting, until none waits.
-func (r *commandRunner) work(s *session) {
-	for {
+// work runs s's commands, then those of the sessions made ready, until
+// none was for commandLinger or the node closes.
+func (r *commandRunner) work(ctx context.Context, s *session) {
+	linger := time.NewTimer(commandLinger)
+	defer linger.Stop()
+	for ok := true; ok; s, ok = r.next(ctx, linger) {
 		s.runQueuedCommands()
-		r.mu.Lock()
-		if len(r.ready) == 0 {
+	}
+}
+
+// next takes the next ready session, waiting up to commandLinger for one;
+// false when none came, and the goroutine is counted out.
+func (r *commandRunner) next(ctx context.Context, linger *time.Timer) (*session, bool) {
+	waited := false
+	r.mu.Lock()
+	for {
+		if len(r.ready) > 0 {
+			s := r.ready[0]
+			r.ready[0] = nil
+			r.ready = r.ready[1:]
+			r.mu.Unlock()
+			return s, true
+		}
+		if waited {
 			r.running--
 			r.mu.Unlock()
-			return
+			return nil, false
 		}
-		s = r.ready[0]
-		r.ready[0] = nil
-		r.ready = r.ready[1:]
+		r.idle++
 		r.mu.Unlock()
+		linger.Reset(commandLinger)
+		select {
+		case <-r.wake: // a session, or a wake-up another goroutine answered first
+		case <-linger.C:
+			waited = true
+		case <-ctx.Done():
+			waited = true
+		}
+		linger.Stop()
+		r.mu.Lock()
+		r.idle--
 	}
 }
 
