@@ -42,12 +42,15 @@ const maxQueuedCommands = 2 * maxFrameCommands
 // while some session has commands, and for commandLinger after: an idle
 // node has none.
 type commandRunner struct {
-	tasks   *task.Group   // the node's: its commands' goroutines
-	wake    chan struct{} // a session was made ready while a goroutine was idle
-	mu      sync.Mutex    // guards ready, running and idle
-	ready   []*session    // sessions with commands, waiting for a goroutine
-	running int           // the runner's goroutines, busy or idle
-	idle    int           // of them, those waiting for a session
+	tasks *task.Group // the node's: its commands' goroutines
+	// wake holds one token per idle goroutine that schedule claimed for a
+	// session; it is sent to and taken from under mu only when that cannot
+	// block (its room is commandWorkers).
+	wake    chan struct{}
+	mu      sync.Mutex // guards ready, running and idle
+	ready   []*session // sessions with commands, waiting for a goroutine
+	running int        // the runner's goroutines, busy or idle
+	idle    int        // of them, those waiting for a session and not yet claimed
 }
 
 func newCommandRunner(tasks *task.Group) *commandRunner {
@@ -59,16 +62,16 @@ func newCommandRunner(tasks *task.Group) *commandRunner {
 // caller set s.rrun.
 func (r *commandRunner) schedule(s *session) {
 	r.mu.Lock()
-	if r.idle > 0 || r.running >= commandWorkers {
+	switch {
+	case r.idle > 0: // claim an idle goroutine for s
+		r.idle--
 		r.ready = append(r.ready, s)
-		wake := r.idle > 0
+		r.wake <- struct{}{}
 		r.mu.Unlock()
-		if wake {
-			select {
-			case r.wake <- struct{}{}:
-			default: // as many wake-ups are pending as goroutines can take
-			}
-		}
+		return
+	case r.running >= commandWorkers:
+		r.ready = append(r.ready, s)
+		r.mu.Unlock()
 		return
 	}
 	r.running++
@@ -94,35 +97,37 @@ func (r *commandRunner) work(ctx context.Context, s *session) {
 // next takes the next ready session, waiting up to commandLinger for one;
 // false when none came, and the goroutine is counted out.
 func (r *commandRunner) next(ctx context.Context, linger *time.Timer) (*session, bool) {
-	waited := false
 	r.mu.Lock()
-	for {
-		if len(r.ready) > 0 {
-			s := r.ready[0]
-			r.ready[0] = nil
-			r.ready = r.ready[1:]
-			r.mu.Unlock()
-			return s, true
-		}
-		if waited {
-			r.running--
-			r.mu.Unlock()
-			return nil, false
-		}
+	for len(r.ready) == 0 {
 		r.idle++
 		r.mu.Unlock()
 		linger.Reset(commandLinger)
+		claimed := true
 		select {
-		case <-r.wake: // a session, or a wake-up another goroutine answered first
+		case <-r.wake:
 		case <-linger.C:
-			waited = true
+			claimed = false
 		case <-ctx.Done():
-			waited = true
+			claimed = false
 		}
 		linger.Stop()
 		r.mu.Lock()
-		r.idle--
+		if !claimed {
+			select {
+			case <-r.wake: // claimed as the wait ended: the claim counted it out of idle
+			default:
+				r.idle--
+				r.running--
+				r.mu.Unlock()
+				return nil, false
+			}
+		}
 	}
+	s := r.ready[0]
+	r.ready[0] = nil
+	r.ready = r.ready[1:]
+	r.mu.Unlock()
+	return s, true
 }
 
 // waitsOnBroker reports whether a command's handler may wait on the
