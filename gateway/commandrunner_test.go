@@ -139,14 +139,15 @@ func TestCommandRunnerGoroutineLingers(t *testing.T) {
 		defer r.mu.Unlock()
 		return r.running, r.idle
 	}
+	ran := func(s *session) bool {
+		s.rmu.Lock()
+		defer s.rmu.Unlock()
+		return !s.rrun
+	}
 	for i := range 50 {
 		s := &session{rrun: true}
 		r.schedule(s)
-		waitFor(t, fmt.Sprintf("session %d run", i), func() bool {
-			s.rmu.Lock()
-			defer s.rmu.Unlock()
-			return !s.rrun
-		})
+		waitFor(t, fmt.Sprintf("session %d run", i), func() bool { return ran(s) })
 		waitFor(t, "the goroutine idle", func() bool { _, idle := counts(); return idle == 1 })
 		if running, _ := counts(); running != 1 {
 			t.Fatalf("after session %d: %d goroutines, want the first one still", i, running)
@@ -156,9 +157,5 @@ func TestCommandRunnerGoroutineLingers(t *testing.T) {
 	// A session after that starts a goroutine again.
 	s := &session{rrun: true}
 	r.schedule(s)
-	waitFor(t, "the last session run", func() bool {
-		s.rmu.Lock()
-		defer s.rmu.Unlock()
-		return !s.rrun
-	})
+	waitFor(t, "the last session run", func() bool { return ran(s) })
 }

@@ -25,27 +25,7 @@ func BenchmarkBroadcastEnqueueConflated(b *testing.B) { benchBroadcast(b, true) 
 
 func benchBroadcast(b *testing.B, conflate bool) {
 	const subscribers = 1000
-	v, err := auth.NewVerifier(auth.Config{HMACSecret: testSecret})
-	if err != nil {
-		b.Fatal(err)
-	}
-	mem := memory.New()
-	n, err := New(testConfig(), Options{Broker: mem, Presence: mem, Verifier: v, Logger: testLogger(), Registry: prometheus.NewRegistry(), Version: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = n.Close() })
-	sessions := make([]*session, subscribers)
-	for i := range sessions {
-		s := &session{node: n, conn: &transport.Conn{}, id: fmt.Sprint("bench-", i), shard: uint32(i)}
-		sub := &subscription{channel: "bench", conflate: conflate}
-		sub.state = subLive
-		sub.live.Store(true)
-		if _, err := n.hub.add(s, sub); err != nil {
-			b.Fatal(err)
-		}
-		sessions[i] = s
-	}
+	n, sessions := benchNode(b, "bench", subscribers, conflate)
 	p := newSharedPush(&protocol.Push{Channel: "bench", Pub: &protocol.Publication{Data: protocol.Raw(`{"price":101.25}`)}})
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -81,4 +61,32 @@ func emptyQueues(n *Node, sessions []*session) {
 		sh.ready = sh.ready[:0]
 		sh.mu.Unlock()
 	}
+}
+
+// benchNode is a node on the memory broker whose writers never run, with
+// subscribers live subscriptions of ch (conflated or not) in its hub.
+func benchNode(b *testing.B, ch string, subscribers int, conflate bool) (*Node, []*session) {
+	b.Helper()
+	v, err := auth.NewVerifier(auth.Config{HMACSecret: testSecret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mem := memory.New()
+	n, err := New(testConfig(), Options{Broker: mem, Presence: mem, Verifier: v, Logger: testLogger(), Registry: prometheus.NewRegistry(), Version: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = n.Close() })
+	sessions := make([]*session, subscribers)
+	for i := range sessions {
+		s := &session{node: n, conn: &transport.Conn{}, id: fmt.Sprint("bench-", i), shard: uint32(i)}
+		sub := &subscription{channel: ch, conflate: conflate}
+		sub.state = subLive
+		sub.live.Store(true)
+		if _, err := n.hub.add(s, sub); err != nil {
+			b.Fatal(err)
+		}
+		sessions[i] = s
+	}
+	return n, sessions
 }

@@ -1,15 +1,9 @@
 package gateway
 
 import (
-	"fmt"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker"
-	"github.com/spindlehq/spindle/broker/memory"
-	"github.com/spindlehq/spindle/transport"
 )
 
 // Join and leave pushes reach the subscriptions that asked for them and no
@@ -72,26 +66,7 @@ func TestJoinLeaveOnlyToThoseWhoAsked(t *testing.T) {
 // of which none asked for join/leave pushes: what every subscribe costs
 // the others while such a channel fills.
 func BenchmarkJoinNobodyAsked(b *testing.B) {
-	const subscribers = 10000
-	v, err := auth.NewVerifier(auth.Config{HMACSecret: testSecret})
-	if err != nil {
-		b.Fatal(err)
-	}
-	mem := memory.New()
-	n, err := New(testConfig(), Options{Broker: mem, Presence: mem, Verifier: v, Logger: testLogger(), Registry: prometheus.NewRegistry(), Version: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = n.Close() })
-	for i := range subscribers {
-		s := &session{node: n, conn: &transport.Conn{}, id: fmt.Sprint("bench-", i), shard: uint32(i)}
-		sub := &subscription{channel: "big"}
-		sub.state = subLive
-		sub.live.Store(true)
-		if _, err := n.hub.add(s, sub); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n, _ := benchNode(b, "big", 10000, false)
 	info := &broker.ClientInfo{ClientID: "joiner", UserID: "u"}
 	b.ReportAllocs()
 	for b.Loop() {
