@@ -129,8 +129,9 @@ func (t *Trimmer) Read(now time.Time) Heap {
 
 // Observe takes one look at the heap and trims it when the process has
 // been quiet (allocating under QuietRate, delivering nothing) for Quiet,
-// holds MinExcess more than is live, and did not trim within Cooldown. It reports whether it trimmed. Start calls it
-// every Interval; tests drive it directly.
+// holds MinExcess more than is live, and did not trim within Cooldown. It
+// reports whether it trimmed. Start calls it every Interval; tests drive it
+// directly.
 func (t *Trimmer) Observe(h Heap) bool {
 	prev := t.prev
 	t.prev = h
