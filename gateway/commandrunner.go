@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/centrifugal/protocol"
 
@@ -26,57 +25,31 @@ import (
 // with commands beyond that wait their turn in the runner's ready list.
 const commandWorkers = 256
 
-// commandLinger is how long a runner goroutine with nothing left to run
-// waits for the next session before it ends. Through a burst of connects
-// the same goroutines then serve one session after another with the stacks
-// the token's parse already grew, where a new goroutine for each grew its
-// stack from the smallest again (a connect storm spent a tenth of the
-// server's CPU copying those stacks).
-const commandLinger = 250 * time.Millisecond
-
 // maxQueuedCommands bounds one session's queue; commands past it are
 // answered 111 "too many requests".
 const maxQueuedCommands = 2 * maxFrameCommands
 
-// commandRunner runs sessions' queued commands. Its goroutines exist only
-// while some session has commands, and for commandLinger after: an idle
-// node has none.
+// commandRunner runs sessions' queued commands. A goroutine exists only
+// while some session has commands: idle sessions cost none.
 type commandRunner struct {
-	tasks *task.Group // the node's: its commands' goroutines
-	// wake holds one token per idle goroutine that schedule claimed for a
-	// session; it is sent to and taken from under mu only when that cannot
-	// block (its room is commandWorkers).
-	wake    chan struct{}
-	mu      sync.Mutex // guards ready, running and idle
-	ready   []*session // sessions with commands, waiting for a goroutine
-	running int        // the runner's goroutines, busy or idle
-	idle    int        // of them, those waiting for a session and not yet claimed
+	tasks   *task.Group // the node's: its commands' goroutines
+	mu      sync.Mutex  // guards ready and running
+	ready   []*session  // sessions with commands, waiting for a goroutine
+	running int
 }
 
-func newCommandRunner(tasks *task.Group) *commandRunner {
-	return &commandRunner{tasks: tasks, wake: make(chan struct{}, commandWorkers)}
-}
-
-// schedule runs s's queued commands on a goroutine of the runner: an idle
-// one, a new one, or the first free when commandWorkers are busy. The
-// caller set s.rrun.
+// schedule runs s's queued commands on a goroutine of the runner, now or
+// when one is free. The caller set s.rrun.
 func (r *commandRunner) schedule(s *session) {
 	r.mu.Lock()
-	switch {
-	case r.idle > 0: // claim an idle goroutine for s
-		r.idle--
-		r.ready = append(r.ready, s)
-		r.wake <- struct{}{}
-		r.mu.Unlock()
-		return
-	case r.running >= commandWorkers:
+	if r.running >= commandWorkers {
 		r.ready = append(r.ready, s)
 		r.mu.Unlock()
 		return
 	}
 	r.running++
 	r.mu.Unlock()
-	if !r.tasks.Go("gateway.command", func(ctx context.Context) { r.work(ctx, s) }) {
+	if !r.tasks.Go("gateway.command", func(context.Context) { r.work(s) }) {
 		r.mu.Lock()
 		r.running--
 		r.mu.Unlock()
@@ -84,50 +57,21 @@ func (r *commandRunner) schedule(s *session) {
 	}
 }
 
-// work runs s's commands, then those of the sessions made ready, until
-// none was for commandLinger or the node closes.
-func (r *commandRunner) work(ctx context.Context, s *session) {
-	linger := time.NewTimer(commandLinger)
-	defer linger.Stop()
-	for ok := true; ok; s, ok = r.next(ctx, linger) {
+// work runs s's commands, then those of the sessions waiting, until none waits.
+func (r *commandRunner) work(s *session) {
+	for {
 		s.runQueuedCommands()
-	}
-}
-
-// next takes the next ready session, waiting up to commandLinger for one;
-// false when none came, and the goroutine is counted out.
-func (r *commandRunner) next(ctx context.Context, linger *time.Timer) (*session, bool) {
-	r.mu.Lock()
-	for len(r.ready) == 0 {
-		r.idle++
-		r.mu.Unlock()
-		linger.Reset(commandLinger)
-		claimed := true
-		select {
-		case <-r.wake:
-		case <-linger.C:
-			claimed = false
-		case <-ctx.Done():
-			claimed = false
-		}
-		linger.Stop()
 		r.mu.Lock()
-		if !claimed {
-			select {
-			case <-r.wake: // claimed as the wait ended: the claim counted it out of idle
-			default:
-				r.idle--
-				r.running--
-				r.mu.Unlock()
-				return nil, false
-			}
+		if len(r.ready) == 0 {
+			r.running--
+			r.mu.Unlock()
+			return
 		}
+		s = r.ready[0]
+		r.ready[0] = nil
+		r.ready = r.ready[1:]
+		r.mu.Unlock()
 	}
-	s := r.ready[0]
-	r.ready[0] = nil
-	r.ready = r.ready[1:]
-	r.mu.Unlock()
-	return s, true
 }
 
 // waitsOnBroker reports whether a command's handler may wait on the

@@ -15,7 +15,6 @@ import (
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/broker/memory"
-	"github.com/spindlehq/spindle/guard/task"
 )
 
 // gatedBroker is the real memory broker whose Publish waits until the
@@ -125,37 +124,4 @@ func TestCommandsWaitingOnTheBrokerDoNotHoldTheEventLoop(t *testing.T) {
 			t.Fatalf("publisher %d: %v", i, err)
 		}
 	}
-}
-
-// Sessions made ready one after another are served by the goroutine that
-// ran the first, which waits for the next instead of ending; once none
-// comes for commandLinger it ends, and an idle node has none.
-func TestCommandRunnerGoroutineLingers(t *testing.T) {
-	g := task.NewGroup(context.Background())
-	defer g.Stop()
-	r := newCommandRunner(g)
-	counts := func() (running, idle int) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.running, r.idle
-	}
-	ran := func(s *session) bool {
-		s.rmu.Lock()
-		defer s.rmu.Unlock()
-		return !s.rrun
-	}
-	for i := range 50 {
-		s := &session{rrun: true}
-		r.schedule(s)
-		waitFor(t, fmt.Sprintf("session %d run", i), func() bool { return ran(s) })
-		waitFor(t, "the goroutine idle", func() bool { _, idle := counts(); return idle == 1 })
-		if running, _ := counts(); running != 1 {
-			t.Fatalf("after session %d: %d goroutines, want the first one still", i, running)
-		}
-	}
-	waitFor(t, "the goroutine to end after its linger", func() bool { running, _ := counts(); return running == 0 })
-	// A session after that starts a goroutine again.
-	s := &session{rrun: true}
-	r.schedule(s)
-	waitFor(t, "the last session run", func() bool { return ran(s) })
 }

@@ -125,7 +125,7 @@ func New(cfg Config, o Options) (*Node, error) {
 	n.tasks = task.NewGroup(context.Background())
 	n.ctx = n.tasks.Context()
 	n.deadlines = deadlines{parent: n.ctx, timeout: commandTimeout}
-	n.commands = newCommandRunner(n.tasks)
+	n.commands = &commandRunner{tasks: n.tasks}
 	n.metrics = newMetrics(o.Registry, n)
 	return n, nil
 }
