@@ -227,6 +227,7 @@ func (g *gorillaConn) read(c *Client) {
 	for {
 		_, data, err := g.ws.ReadMessage()
 		if err != nil {
+			_ = g.ws.Close() // the server closed first (its FIN follows the close frame): close this side
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
 				err = &DisconnectError{Code: ce.Code, Reason: ce.Text}

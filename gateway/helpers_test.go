@@ -201,6 +201,7 @@ func (c *tclient) read() {
 	for {
 		_, data, err := c.ws.ReadMessage()
 		if err != nil {
+			_ = c.ws.Close() // as the SDKs do: the server's close frame ends the connection
 			c.mu.Lock()
 			c.err = err
 			for id, p := range c.waiting {

@@ -80,6 +80,7 @@ func (c *uniClient) closeCode() int {
 		_, data, err := c.ws.ReadMessage()
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
+			_ = c.ws.Close() // as the SDKs do: the server's close frame ends the connection
 			return ce.Code
 		}
 		if err != nil {

@@ -163,6 +163,7 @@ func TestGracefulShutdownSignal(t *testing.T) {
 		go func() {
 			for {
 				if _, _, err := c.ReadMessage(); err != nil {
+					_ = c.Close() // as the SDKs do: the server's close frame ends the connection
 					if ce, ok := err.(*websocket.CloseError); ok {
 						codes <- ce.Code
 					} else {

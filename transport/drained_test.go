@@ -43,14 +43,7 @@ func waitValue[T comparable](t *testing.T, what string, f func() T) T {
 // is never told.
 func TestAwaitDrain(t *testing.T) {
 	h := &drainer{drained: make(chan *Conn, 4)}
-	s, err := New(Config{Addr: "127.0.0.1:0", MaxMessageSize: 1 << 16, IdleTimeout: time.Minute}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	s := serve(t, Config{MaxMessageSize: 1 << 16}, h)
 	w := handshake(t, s)
 	if err := w.c.(*net.TCPConn).SetReadBuffer(64 << 10); err != nil { // so that the kernel holds a small part of what is written
 		t.Fatal(err)

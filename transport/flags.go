@@ -9,9 +9,13 @@ const (
 	// to the peer (Pending is 0). Set by closeWith, and by peerClose on the
 	// event loop when the peer's close frame was read.
 	flagClosing uint32 = 1 << iota
-	// flagLingering: Close waits for the close frame to be written (close.go).
+	// flagFlushing: Close waits for the close frame to be written (close.go).
 	// Set by closeWith, after the close grace timer is stored.
-	flagLingering
+	flagFlushing
+	// flagHalfClose: once the close frame is written the socket half-closes
+	// and waits for the peer's FIN (a close the server began). Set by
+	// closeWith before it writes the frame.
+	flagHalfClose
 	// flagGone: OnClose ran, what was not written left srv.pending. Taken
 	// by Server.closed, on the event loop.
 	flagGone
@@ -23,9 +27,9 @@ const (
 	// (Close from any goroutine, or the frame check's close on the
 	// connection's executor), later callers return at once.
 	flagClosed
-	// flagEnded: end closed the socket, flushed or reset; taken by its
-	// first caller (closeWith, the close grace timer, or the closer
-	// goroutine), later callers return at once.
+	// flagEnded: end half-closed or closed the socket once its close frame
+	// was written; taken by its first caller (closeWith or the closer
+	// goroutine), later callers return at once. Set by reset too.
 	flagEnded
 )
 

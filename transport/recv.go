@@ -79,6 +79,9 @@ const (
 // hands nbio the part it may parse.
 func (c *Conn) check(s *Server, nc *nbio.Conn, ws *websocket.Conn, data []byte) {
 	r := &c.rx
+	if r.state != rxDone && c.flags.has(flagClosed) {
+		r.state = rxDone // the server sent its close frame: what follows is dropped
+	}
 	if r.state == rxDone {
 		return
 	}
@@ -288,9 +291,9 @@ func (c *Conn) peerClose(s *Server, nc *nbio.Conn, ws *websocket.Conn) {
 			ws.SetCloseError(&websocket.CloseError{Code: code})
 		}
 		if code == closeNoStatus {
-			c.closeWith(AppendFrame(make([]byte, 0, 2), OpClose, nil))
+			c.closeWith(AppendFrame(make([]byte, 0, 2), OpClose, nil), false)
 		} else {
-			c.closeWith(CloseFrame(code, ""))
+			c.closeWith(CloseFrame(code, ""), false)
 		}
 	})
 }

@@ -251,7 +251,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 			if c.flags.has(flagDrain) {
 				s.drained(c)
 			}
-			if c.flags.has(flagLingering) && c.flushed() {
+			if c.flags.has(flagFlushing) && c.flushed() {
 				s.closer.push(c) // not here: nbio holds the connection's lock
 			}
 		}
@@ -429,8 +429,20 @@ func keptHeaders(h http.Header, keep []string) http.Header {
 
 // Write hands already framed bytes to the event loop. It never blocks: what
 // the kernel does not take at once is kept by the event loop and counted by
-// Pending.
+// Pending. Once Close was called it writes nothing and returns ErrClosing:
+// nothing may follow the close frame.
 func (c *Conn) Write(b []byte) error {
+	if c.flags.has(flagClosed) {
+		return ErrClosing
+	}
+	return c.write(b)
+}
+
+// ErrClosing is Write's error once the connection is closing.
+var ErrClosing = errors.New("transport: connection is closing")
+
+// write is Write without the closing check: closeWith writes the close frame with it.
+func (c *Conn) write(b []byte) error {
 	n := int64(len(b))
 	c.handed.Add(n)
 	counted := !c.flags.has(flagGone)
@@ -476,9 +488,10 @@ func (c *Conn) LastProgress() int64 { return c.progress.Load() }
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
-// closed tells the Handler that c is gone; what was not written leaves
-// srv.pending.
+// closed tells the Handler that c is gone; the close grace stops and what
+// was not written leaves srv.pending.
 func (s *Server) closed(c *Conn, err error) {
+	c.stopGrace()
 	if c.flags.take(flagGone) {
 		s.pending.Add(c.written.Load() - c.handed.Load())
 	}
