@@ -7,6 +7,7 @@ package transport
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
@@ -94,7 +95,14 @@ func serve(t *testing.T, cfg Config, h Handler) *Server {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	t.Cleanup(func() {
+		// t.Context() has ended by the time cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
 	return s
 }
 
@@ -492,14 +500,7 @@ func TestEmptyMessages(t *testing.T) {
 // A Handler without OnMessageOp gets empty messages through OnMessage.
 func TestEmptyMessagePlainHandler(t *testing.T) {
 	got := make(chan int, 1)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, plain(func(c *Conn, data []byte) { got <- len(data) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
+	s := serve(t, Config{}, plain(func(c *Conn, data []byte) { got <- len(data) }))
 	w := handshake(t, s)
 	w.frame(true, 0, OpBinary, nil, true)
 	select {

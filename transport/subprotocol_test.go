@@ -22,17 +22,10 @@ func (o *opened) OnOpen(c *Conn) { o.got <- [2]string{c.Subprotocol(), fmt.Sprin
 // request, and its answer is the Conn's.
 func TestSubprotocolAndBinary(t *testing.T) {
 	h := &opened{got: make(chan [2]string, 1)}
-	s, err := New(Config{
-		Addr: "127.0.0.1:0", Subprotocols: []string{"p2", "p1"},
-		Binary: func(r *http.Request, sp string) bool { return sp == "p1" || r.URL.Query().Get("b") == "1" },
+	s := serve(t, Config{
+		Subprotocols: []string{"p2", "p1"},
+		Binary:       func(r *http.Request, sp string) bool { return sp == "p1" || r.URL.Query().Get("b") == "1" },
 	}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Shutdown(t.Context()) })
 	for _, tc := range []struct {
 		query, offer, want string
 		binary             bool

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -306,16 +307,36 @@ func (s *Server) StopAccepting() {
 
 // Shutdown stops accepting, lets server API calls in flight finish, then
 // closes every connection and stops the event loop; ctx bounds the waiting.
+// When ctx ends before every connection's OnClose returned, Shutdown
+// returns its error and the event loop stops by itself after the last one.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if s.door != nil {
 		errs = append(errs, s.door.shutdown(ctx))
 	}
-	if err := s.engine.Shutdown(ctx); err != nil {
+	if err := s.stopLoop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("transport shutdown: %w", err))
 	}
-	s.closer.stop()
 	return errors.Join(errs...)
+}
+
+// stopLoop closes every connection and stops the event loop once their
+// close handlers returned. nbhttp's Shutdown given a deadline stops waiting
+// at it and leaves the pollers running for good, so it gets none: it runs
+// in a goroutine of its own, and ctx bounds only how long stopLoop waits.
+func (s *Server) stopLoop(ctx context.Context) error {
+	done := make(chan error, 1)
+	go pprof.Do(context.Background(), pprof.Labels("spindle.task", "transport.stop"), func(context.Context) {
+		err := s.engine.Shutdown(context.Background())
+		s.closer.stop()
+		done <- err
+	})
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("connections still closing: %w", ctx.Err())
+	}
 }
 
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
