@@ -1,14 +1,25 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
-// TestMain removes the spindle binary the process tests built.
+// TestMain checks that the tests left no goroutine behind (nbio starts a
+// process-wide task pool in its init), then removes the spindle binary the
+// process tests built.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	if binPath != "" {
 		_ = os.RemoveAll(filepath.Dir(binPath))
 	}
