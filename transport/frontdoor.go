@@ -294,7 +294,7 @@ func (f *frontDoor) handshake(c net.Conn, ip netip.Addr) {
 // unless it settles (upgraded or closed) first.
 func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
 	remote := c.RemoteAddr().String()
-	nbc, err := nbio.NBConn(c) // takes over the socket; c is closed
+	nbc, err := takeOver(c)
 	if err != nil {
 		f.s.log.Warn("hand a connection to the event loop", "remote", remote, "err", err)
 		f.gate.leave(ip)

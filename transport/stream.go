@@ -253,7 +253,7 @@ func (s *Server) takeFromAPI(w http.ResponseWriter) (net.Conn, func(*streamSessi
 		return nil, nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	nc, err := nbio.NBConn(conn) // takes over the socket; conn is closed
+	nc, err := takeOver(conn)
 	if err != nil {
 		_ = conn.Close()
 		return nil, nil, fmt.Errorf("hand a stream to the event loop: %w", err)
@@ -279,14 +279,6 @@ func hijack(w http.ResponseWriter) (net.Conn, error) {
 		return nil, fmt.Errorf("hijack: %w", err)
 	}
 	return conn, nil
-}
-
-// addToLoop gives nc, its session and data handler set, to the event loop.
-func (s *Server) addToLoop(nc *nbio.Conn) error {
-	if s.raceHandOff != nil {
-		s.raceHandOff()
-	}
-	return s.engine.AddTransferredConn(nc)
 }
 
 // streamHead is the response head of a stream of kind; a request with an
