@@ -63,11 +63,12 @@ func (c *conn) subscribe(id uint32, name string) error {
 		}
 	}
 	ch := c.srv.channel(name)
+	c.srv.subscriptions.Add(1) // before the reply, so that a client that read it finds itself counted
 	if err := ch.add(c, subscribeReply(id)); err != nil {
+		c.srv.subscriptions.Add(-1)
 		return err
 	}
 	c.subs = append(c.subs, ch)
-	c.srv.subscriptions.Add(1)
 	return nil
 }
 
