@@ -18,7 +18,12 @@ import (
 func TestSlowConsumer(t *testing.T) {
 	srv := startServer(t, func(c *config.Config) {
 		c.ClientQueueMaxSize = 2 << 20
-		c.ClientStallTimeout = config.Duration(time.Second)
+		// The queue bound, not the stall timer, must act: on a slow run the
+		// stuck client's backlog grows by less than the bound in a second.
+		c.ClientStallTimeout = config.Duration(time.Minute)
+		// The test clients answer no pings, and a slow run of this test
+		// outlasts a ping (12.5–25 s after connect) and its pong timeout.
+		c.PingInterval = config.Duration(time.Hour)
 	})
 	const fast = 5
 	var clients []*wsc
