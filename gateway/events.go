@@ -16,8 +16,13 @@ import (
 func (n *Node) HandlePublication(ch string, pub *broker.Publication, sp broker.StreamPosition) {
 	p := newSharedPush(&protocol.Push{Channel: ch, Pub: toProtoPub(pub)})
 	n.metrics.published.Inc()
-	if pub.Offset > 0 && n.hub.advance(ch, sp) {
-		n.resync(ch, p, pub.Offset)
+	var prev broker.StreamPosition
+	gap := false
+	if pub.Offset > 0 { // only a publication kept in history has a position to follow
+		prev, gap = n.hub.advance(ch, sp)
+	}
+	if gap {
+		n.resync(ch, p, prev, sp)
 	} else {
 		start := time.Now()
 		d := n.hub.broadcast(ch, p, pub.Offset, false)

@@ -99,18 +99,19 @@ func (h *hub) remove(s *session, sub *subscription) (last bool) {
 }
 
 // advance records sp as ch's latest stream position and reports whether it
-// does not follow the one before (a gap: publications this node never got,
-// or a new epoch). A channel without local subscribers keeps no position.
-func (h *hub) advance(ch string, sp broker.StreamPosition) (gap bool) {
+// does not follow prev, the one before (a gap: publications this node
+// never got, or a new epoch). A channel without local subscribers keeps
+// no position.
+func (h *hub) advance(ch string, sp broker.StreamPosition) (prev broker.StreamPosition, gap bool) {
 	sh := h.shard(ch)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if _, ok := sh.channels[ch]; !ok {
-		return false
+		return prev, false
 	}
 	prev, ok := sh.last[ch]
 	sh.last[ch] = sp
-	return ok && (prev.Epoch != sp.Epoch || sp.Offset != prev.Offset+1)
+	return prev, ok && (prev.Epoch != sp.Epoch || sp.Offset != prev.Offset+1)
 }
 
 // broadcast hands one push to every local subscriber of ch, each in the

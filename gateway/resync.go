@@ -1,6 +1,10 @@
 package gateway
 
-import "context"
+import (
+	"context"
+
+	"github.com/spindlehq/spindle/broker"
+)
 
 // A node that missed publications of a channel (its broker connection
 // dropped and came back, or the stream started a new epoch) must not let its
@@ -15,11 +19,13 @@ import "context"
 // from the broker's history, not from what this node delivered).
 
 // resync ends the channel's live subscriptions with 2500 and hands the
-// publication (p at offset) to the pending ones. The hub calls it on a
-// gap, on the broker's delivery path: the state changes are made here, so
-// that no later publication reaches a subscription it ended; what waits on
-// the broker or presence runs in a task.
-func (n *Node) resync(ch string, p *sharedPush, offset uint64) {
+// publication (p at sp) to the pending ones; prev is the position the node
+// delivered last. The hub calls it on a gap, on the broker's delivery
+// path: the state changes are made here, so that no later publication
+// reaches a subscription it ended; what waits on the broker or presence
+// runs in a task.
+func (n *Node) resync(ch string, p *sharedPush, prev, sp broker.StreamPosition) {
+	offset := sp.Offset
 	notice := newSharedPush(unsubscribeNotice(ch, unsubscribeInsufficientState, "insufficient state"))
 	type ended struct {
 		s   *session
@@ -38,7 +44,8 @@ func (n *Node) resync(ch string, p *sharedPush, offset uint64) {
 	}
 	sh.mu.RUnlock()
 	n.metrics.resyncs.Inc()
-	n.log.Warn("missed publications: subscribers told to recover", "channel", ch, "offset", offset, "subscriptions", len(cut))
+	n.log.Warn("missed publications: subscribers told to recover", "channel", ch, "offset", offset, "epoch", sp.Epoch,
+		"last_offset", prev.Offset, "last_epoch", prev.Epoch, "subscriptions", len(cut))
 	if len(cut) == 0 {
 		return
 	}
