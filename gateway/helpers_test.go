@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -51,11 +50,14 @@ func testConfig() Config {
 	return FromConfig(c)
 }
 
+// testLogger writes warnings and errors to stderr, which go test shows
+// only for a package that failed; SPINDLE_TEST_LOG=1 adds the debug lines.
 func testLogger() *slog.Logger {
+	lvl := slog.LevelWarn
 	if os.Getenv("SPINDLE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		lvl = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
 // newTestNode builds a node (not started) with cfg adjusted by mod.

@@ -305,7 +305,10 @@ func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
 	hc.Parser = nbhttp.NewParser(hc, f.s.engine, nbhttp.NewServerProcessor(), false, nbc.Execute)
 	nbc.SetSession(hc.Parser)
 	nbc.OnData(f.onData)
-	f.gate.handed(remote, ip, max(left, 0), func() { _ = nbc.Close() })
+	f.gate.handed(remote, ip, max(left, 0), func() {
+		f.s.log.Debug("upgrade not finished within the handshake timeout: closed", "remote", remote, "left", left)
+		_ = nbc.Close()
+	})
 	if err := f.s.addToLoop(nbc); err != nil {
 		f.s.log.Warn("event loop refused a connection", "remote", remote, "err", err)
 		f.gate.settle(remote)
