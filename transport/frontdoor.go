@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -199,21 +200,67 @@ func writeRefusal(c net.Conn, status int, msg string) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
-// turnAway refuses an upgrade whose head (n bytes, peeked) is all the
-// client sent: it reads the head, so that closing sends a FIN and not a
-// reset, answers 503 with Retry-After and closes at once. It is the
-// cheapest refusal there is, for a storm against a full node; writeRefusal
-// lingers instead, for clients that may still be sending.
+// turnAway refuses a session's request whose head (n bytes, peeked) has
+// arrived: it reads the head, answers 503 with Retry-After, reads the body
+// the head declares (a stream's POST; at most maxRefusedBody) and closes,
+// so that closing sends a FIN and not a reset that could cost the client
+// the answer. An upgrade has no body: it is closed at once, the cheapest
+// refusal there is, for a storm against a full node. writeRefusal lingers
+// instead, for clients whose head may not have arrived.
 func turnAway(c net.Conn, n int, msg string) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	pb := getHeadBuf()
 	_, err := io.ReadFull(c, (*pb)[:n])
+	body := declaredBody((*pb)[:n])
 	putHeadBuf(pb)
 	if err != nil {
 		return
 	}
-	_, _ = c.Write(refusalResponse(http.StatusServiceUnavailable, msg))
+	if _, err := c.Write(refusalResponse(http.StatusServiceUnavailable, msg)); err != nil || body == 0 {
+		return
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, body))
+}
+
+// maxRefusedBody is the most of a refused request's body the door reads
+// before it closes; a longer body is cut off with a reset.
+const maxRefusedBody = 64 << 10
+
+// declaredBody is how many bytes of body a request head announces, at most
+// maxRefusedBody: its Content-Length, or maxRefusedBody for a chunked one
+// (read until the client stops).
+func declaredBody(head []byte) int64 {
+	if v := headerValue(head, "Content-Length"); v != nil {
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil || n < 0 {
+			return 0
+		}
+		return min(n, maxRefusedBody)
+	}
+	if headerValue(head, "Transfer-Encoding") != nil {
+		return maxRefusedBody
+	}
+	return 0
+}
+
+// headerValue is the value of the first header called name in a request
+// head (its request line first), trimmed; nil when there is none. It reads
+// the head in place, without allocating.
+func headerValue(head []byte, name string) []byte {
+	_, headers, _ := bytes.Cut(head, []byte("\r\n"))
+	for len(headers) > 0 {
+		var h []byte
+		h, headers, _ = bytes.Cut(headers, []byte("\r\n"))
+		k, v, ok := bytes.Cut(h, []byte(":"))
+		if ok && bytes.EqualFold(bytes.TrimSpace(k), []byte(name)) {
+			return bytes.TrimSpace(v)
+		}
+	}
+	return nil
 }
 
 // refusalResponse is a minimal HTTP error response that closes the
@@ -322,7 +369,7 @@ func (f *frontDoor) handOff(c net.Conn, ip netip.Addr, left time.Duration) {
 // head in place (no allocation: thousands of handshakes a second pass
 // here); anything else goes to the HTTP server, which answers it properly.
 func (f *frontDoor) isUpgrade(head []byte) bool {
-	line, headers, _ := bytes.Cut(head, []byte("\r\n"))
+	line, _, _ := bytes.Cut(head, []byte("\r\n"))
 	method, rest, ok := bytes.Cut(line, []byte(" "))
 	if !ok {
 		return false
@@ -338,15 +385,7 @@ func (f *frontDoor) isUpgrade(head []byte) bool {
 	if string(path) != f.s.cfg.Path && (f.s.cfg.UniPath == "" || string(path) != f.s.cfg.UniPath) {
 		return false
 	}
-	for len(headers) > 0 {
-		var h []byte
-		h, headers, _ = bytes.Cut(headers, []byte("\r\n"))
-		name, value, ok := bytes.Cut(h, []byte(":"))
-		if ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Upgrade")) {
-			return bytes.EqualFold(bytes.TrimSpace(value), []byte("websocket"))
-		}
-	}
-	return false
+	return bytes.EqualFold(headerValue(head, "Upgrade"), []byte("websocket"))
 }
 
 // headBufs keeps the buffers heads are peeked into, so that a connection
