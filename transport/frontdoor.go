@@ -194,15 +194,26 @@ func writeRefusal(c net.Conn, status int, msg string) {
 	if _, err := c.Write(refusalResponse(status, msg)); err != nil {
 		return
 	}
+	hearOut(c, maxHeard)
+}
+
+// hearOut half-closes a refused connection after its answer and reads up
+// to limit bytes of what the client still sends, so that the close that
+// follows is a FIN and not a reset that could cost the client the answer.
+func hearOut(c net.Conn, limit int64) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, limit))
 }
+
+// maxHeard is the most of a refused client's bytes the door reads before
+// it closes; past it, the close is a reset.
+const maxHeard = 64 << 10
 
 // turnAway refuses a session's request whose head (n bytes, peeked) has
 // arrived: it reads the head, answers 503 with Retry-After, reads the body
-// the head declares (a stream's POST; at most maxRefusedBody) and closes,
+// the head declares (a stream's POST; at most maxHeard) and closes,
 // so that closing sends a FIN and not a reset that could cost the client
 // the answer. An upgrade has no body: it is closed at once, the cheapest
 // refusal there is, for a storm against a full node. writeRefusal lingers
@@ -220,29 +231,22 @@ func turnAway(c net.Conn, n int, msg string) {
 	if _, err := c.Write(refusalResponse(http.StatusServiceUnavailable, msg)); err != nil || body == 0 {
 		return
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(c, body))
+	hearOut(c, body)
 }
 
-// maxRefusedBody is the most of a refused request's body the door reads
-// before it closes; a longer body is cut off with a reset.
-const maxRefusedBody = 64 << 10
-
 // declaredBody is how many bytes of body a request head announces, at most
-// maxRefusedBody: its Content-Length, or maxRefusedBody for a chunked one
-// (read until the client stops).
+// maxHeard: its Content-Length, or maxHeard for a chunked one (read until
+// the client stops).
 func declaredBody(head []byte) int64 {
 	if v := headerValue(head, "Content-Length"); v != nil {
 		n, err := strconv.ParseInt(string(v), 10, 64)
 		if err != nil || n < 0 {
 			return 0
 		}
-		return min(n, maxRefusedBody)
+		return min(n, maxHeard)
 	}
 	if headerValue(head, "Transfer-Encoding") != nil {
-		return maxRefusedBody
+		return maxHeard
 	}
 	return 0
 }
