@@ -13,18 +13,17 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/spindlehq/spindle/broker"
 	"github.com/spindlehq/spindle/broker/memory"
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway"
+	"github.com/spindlehq/spindle/internal/leakcheck"
 )
 
 // Every test leaves no goroutine of its own behind; nbio starts a
 // process-wide task pool in its package init.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3"))
+	leakcheck.Main(m)
 }
 
 const testKey = "key"

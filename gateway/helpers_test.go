@@ -14,19 +14,19 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 
 	"github.com/spindlehq/spindle/auth"
 	"github.com/spindlehq/spindle/broker/memory"
 	"github.com/spindlehq/spindle/config"
 	"github.com/spindlehq/spindle/gateway/proxy"
+	"github.com/spindlehq/spindle/internal/leakcheck"
 	"github.com/spindlehq/spindle/transport"
 )
 
 // Every test of the package ends with no goroutine of its own left;
 // nbio starts a process-wide task pool in its package init.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3"))
+	leakcheck.Main(m)
 }
 
 const testSecret = "gateway-test-secret"

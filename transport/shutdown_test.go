@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/spindlehq/spindle/internal/leakcheck"
 )
 
 // heldClose is a Handler whose OnClose waits until release is closed, as a
@@ -42,7 +44,7 @@ func TestShutdownPastItsDeadlineStillStopsTheLoop(t *testing.T) {
 		t.Fatalf("Shutdown past its deadline: %v, want %v", err, context.DeadlineExceeded)
 	}
 	close(h.release)
-	if err := goleak.Find(before, goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3")); err != nil {
+	if err := leakcheck.Find(before); err != nil {
 		t.Fatalf("the event loop outlived its last close handler: %v", err)
 	}
 }
@@ -63,7 +65,7 @@ func TestShutdownWithAnEndedContext(t *testing.T) {
 	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Shutdown with an ended ctx: %v, want %v", err, context.Canceled)
 	}
-	if err := goleak.Find(before, goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3")); err != nil {
+	if err := leakcheck.Find(before); err != nil {
 		t.Fatalf("the event loop outlived Shutdown: %v", err)
 	}
 }

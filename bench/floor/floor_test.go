@@ -18,14 +18,11 @@ import (
 
 	"github.com/spindlehq/spindle/bench/floor"
 	loadclient "github.com/spindlehq/spindle/client"
+	"github.com/spindlehq/spindle/internal/leakcheck"
 )
 
-// nbioPool is the process-wide task pool nbio (under the client's Loop)
-// starts in its init.
-var nbioPool = goleak.IgnoreTopFunction("github.com/lesismal/nbio/taskpool.New.func3")
-
 // Every test of the package ends with no goroutine of its own left.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nbioPool) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 const testKey = "test-api-key"
 
@@ -475,5 +472,5 @@ func TestShutdownEndsABlockedWriter(t *testing.T) {
 	_ = good.Close()
 	_ = stuck.Close()
 	s.http.CloseIdleConnections()
-	goleak.VerifyNone(t, before, nbioPool)
+	goleak.VerifyNone(t, before, leakcheck.NbioPool)
 }
